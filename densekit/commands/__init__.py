@@ -1,0 +1,1 @@
+"""One module per ``densekit`` subcommand: ``NAME``, ``HELP``, ``add_arguments(parser)``, ``run(args)``."""

@@ -1,0 +1,177 @@
+"""Read BEIR-format datasets: ``corpus.jsonl[.gz]``, ``queries.jsonl[.gz]``, ``qrels/<split>.tsv``."""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from densekit.errors import DataError
+from densekit.io import open_text, read_jsonl
+
+# Public mirror used by the BEIR benchmark itself.
+BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+
+Corpus = dict[str, dict[str, str]]
+Queries = dict[str, str]
+Qrels = dict[str, dict[str, int]]
+
+
+def doc_text(doc: dict[str, str]) -> str:
+    """The text a model sees for a document: title and body, as BEIR and MTEB join them."""
+    title, text = doc.get("title", "").strip(), doc.get("text", "").strip()
+    return f"{title} {text}".strip() if title else text
+
+
+@dataclass
+class BeirDataset:
+    path: Path
+    corpus: Corpus
+    queries: Queries
+    qrels: Qrels = field(default_factory=dict)
+    split: str | None = None
+
+    def split_queries(self) -> Queries:
+        """The queries that have judgments in the loaded split."""
+        return {qid: self.queries[qid] for qid in self.qrels}
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for name in (f"{stem}.jsonl", f"{stem}.jsonl.gz"):
+        if (folder / name).exists():
+            return folder / name
+    raise DataError(f"no {stem}.jsonl or {stem}.jsonl.gz in this folder", path=str(folder))
+
+
+def _require_str(obj: dict, key: str, path: Path, lineno: int, allow_empty: bool = False) -> str:
+    if key not in obj:
+        raise DataError("missing field", path=str(path), line=lineno, field=key)
+    value = obj[key]
+    if isinstance(value, int | float) and not isinstance(value, bool) and key == "_id":
+        value = str(value)
+    if not isinstance(value, str):
+        raise DataError(f"expected a string, got {type(value).__name__}", path=str(path), line=lineno, field=key)
+    if not allow_empty and not value.strip():
+        raise DataError("empty value", path=str(path), line=lineno, field=key)
+    return value
+
+
+def load_corpus(path: str | os.PathLike) -> Corpus:
+    path = Path(path)
+    corpus: Corpus = {}
+    for lineno, obj in read_jsonl(path):
+        doc_id = _require_str(obj, "_id", path, lineno)
+        text = _require_str(obj, "text", path, lineno, allow_empty=True)
+        title = obj.get("title", "") or ""
+        if not isinstance(title, str):
+            raise DataError("expected a string", path=str(path), line=lineno, field="title")
+        if not text.strip() and not title.strip():
+            raise DataError("document has an empty text and no title", path=str(path), line=lineno, field="text")
+        if doc_id in corpus:
+            raise DataError(f"duplicate document id '{doc_id}'", path=str(path), line=lineno, field="_id")
+        corpus[doc_id] = {"title": title, "text": text}
+    if not corpus:
+        raise DataError("the corpus is empty", path=str(path))
+    return corpus
+
+
+def load_queries(path: str | os.PathLike) -> Queries:
+    path = Path(path)
+    queries: Queries = {}
+    for lineno, obj in read_jsonl(path):
+        qid = _require_str(obj, "_id", path, lineno)
+        queries[qid] = _require_str(obj, "text", path, lineno)
+    if not queries:
+        raise DataError("no queries", path=str(path))
+    return queries
+
+
+def load_qrels(path: str | os.PathLike, corpus: Corpus | None = None,
+               queries: Queries | None = None) -> Qrels:
+    """Read a ``query-id<TAB>corpus-id<TAB>score`` file (header optional); ids are checked when given."""
+    path = Path(path)
+    qrels: Qrels = {}
+    with open_text(path) as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").rstrip("\r").split("\t")
+            if lineno == 1 and parts[0] in ("query-id", "query_id", "qid"):
+                continue
+            if len(parts) == 4:  # TREC style: qid Q0 docid rel
+                parts = [parts[0], parts[2], parts[3]]
+            if len(parts) != 3:
+                raise DataError(f"expected 3 tab-separated columns, found {len(parts)}", path=str(path), line=lineno)
+            qid, doc_id, score = parts
+            try:
+                rel = int(float(score))
+            except ValueError:
+                raise DataError(f"score '{score}' is not a number", path=str(path), line=lineno,
+                                field="score") from None
+            if queries is not None and qid not in queries:
+                raise DataError(f"unknown query id '{qid}'", path=str(path), line=lineno, field="query-id")
+            if corpus is not None and doc_id not in corpus:
+                raise DataError(f"unknown document id '{doc_id}'", path=str(path), line=lineno, field="corpus-id")
+            qrels.setdefault(qid, {})[doc_id] = rel
+    if not qrels:
+        raise DataError("no judgments", path=str(path))
+    return qrels
+
+
+def default_data_dirs() -> list[Path]:
+    """Where a dataset given by name is looked for, in order."""
+    dirs = []
+    if os.environ.get("DENSEKIT_DATA"):
+        dirs.append(Path(os.environ["DENSEKIT_DATA"]))
+    dirs += [Path.cwd() / ".." / "shared" / "data", Path(__file__).resolve().parents[3] / "shared" / "data",
+             Path.home() / ".cache" / "densekit" / "data"]
+    return dirs
+
+
+def resolve_beir_dir(name_or_path: str | os.PathLike, download: bool = True) -> Path:
+    """A folder path is used as is; a name like ``scifact`` is looked up locally, else downloaded."""
+    candidate = Path(name_or_path).expanduser()
+    if candidate.is_dir():
+        return candidate
+    name = str(name_or_path)
+    if os.sep in name or name.startswith("."):
+        raise DataError("dataset folder not found", path=name)
+    for base in default_data_dirs():
+        if (base / "beir" / name).is_dir():
+            return (base / "beir" / name).resolve()
+    if not download:
+        raise DataError(f"dataset '{name}' not found locally (looked in {', '.join(map(str, default_data_dirs()))})")
+    return download_beir(name, Path.home() / ".cache" / "densekit" / "data" / "beir")
+
+
+def download_beir(name: str, target_root: Path) -> Path:
+    url = BEIR_URL.format(name=name)
+    target_root.mkdir(parents=True, exist_ok=True)
+    zip_path = target_root / f"{name}.zip"
+    try:
+        tmp = zip_path.with_suffix(".zip.part")
+        urllib.request.urlretrieve(url, tmp)
+        os.replace(tmp, zip_path)
+    except OSError as exc:
+        raise DataError(f"could not download BEIR dataset '{name}' from {url}: {exc}. "
+                        "Pass a local folder with corpus.jsonl, queries.jsonl and qrels/ instead.") from None
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(target_root)
+    return target_root / name
+
+
+def load_beir(name_or_path: str | os.PathLike, split: str | None = "test", check_ids: bool = True) -> BeirDataset:
+    folder = resolve_beir_dir(name_or_path)
+    corpus = load_corpus(_find(folder, "corpus"))
+    queries = load_queries(_find(folder, "queries"))
+    qrels: Qrels = {}
+    if split is not None:
+        qrels_path = folder / "qrels" / f"{split}.tsv"
+        if not qrels_path.exists():
+            available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
+            raise DataError(f"no qrels for split '{split}' (available: {', '.join(available) or 'none'})",
+                            path=str(qrels_path))
+        qrels = load_qrels(qrels_path, corpus if check_ids else None, queries if check_ids else None)
+    return BeirDataset(path=folder, corpus=corpus, queries=queries, qrels=qrels, split=split)

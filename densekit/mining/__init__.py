@@ -1,0 +1,1 @@
+"""Hard-negative mining: candidate retrievers and samplers, registered by name."""

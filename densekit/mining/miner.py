@@ -1,0 +1,285 @@
+"""Turn candidate lists into training records: positives never come back as negatives.
+
+One record per (query, positive) pair::
+
+    {"query_id", "query", "positive_id", "positive",
+     "negatives": [{"doc_id", "text", "source", "rank", "score",
+                    "teacher_score"?, "weight"?, "cluster"?}, ...],
+     "positive_teacher_score"?, "query_cluster"?, "dropped"?: [{"doc_id", "source", "rank", "teacher_score",
+                                                                 "reason"}]}
+
+With several retrievers, each one's sampled negatives are interleaved (first of each, then
+second of each, ...) and duplicates dropped, so every source contributes evenly. With a teacher,
+``oversample * num_negatives`` candidates per query are rescored, the filters of ``DenoiseConfig``
+drop likely false negatives (kept in ``dropped`` for auditing) and the first ``num_negatives``
+survivors are kept.
+
+Every stage is resumable: corpus embeddings are cached in shards, each retriever's candidate lists
+are cached under ``cache_dir/candidates`` and teacher scores in SQLite under ``cache_dir/teacher_scores``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from itertools import zip_longest
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from densekit.data.beir import BeirDataset, doc_text
+from densekit.errors import ConfigError, DataError
+from densekit.io import atomic_write_json
+from densekit.mining.denoise import DenoiseConfig, drop_reasons, soft_weights
+from densekit.mining.registry import RETRIEVERS, SAMPLERS
+from densekit.mining.samplers.window import SampleContext
+from densekit.mining.teachers import score_pairs_cached
+from densekit.models import texts_fingerprint
+
+logger = logging.getLogger(__name__)
+
+# options the cluster retriever takes over from the dense retriever's, unless set for it
+_MODEL_KEYS = ("model", "batch_size", "bf16", "cache_dir", "max_seq_length")
+
+
+@dataclass
+class MineConfig:
+    retrievers: list[str] = field(default_factory=lambda: ["bm25", "dense"])
+    sampler: str = "top"
+    num_negatives: int = 4
+    window: tuple[int, int] = (10, 50)
+    seed: int = 42
+    retriever_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sampler_options: dict[str, Any] = field(default_factory=dict)
+    denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
+    # candidate lists and teacher scores are cached here (None: no cache, nothing resumes)
+    cache_dir: str | None = None
+
+    def validate(self) -> None:
+        low, high = self.window
+        if low < 1 or high < low:
+            raise ConfigError(f"rank window must satisfy 1 <= start <= end, got {low}-{high}")
+        if self.num_negatives < 1:
+            raise ConfigError("num_negatives must be at least 1")
+        if not self.retrievers:
+            raise ConfigError("at least one candidate retriever is needed")
+        for name in self.retrievers:
+            RETRIEVERS.get(name)
+        sampler = SAMPLERS.get(self.sampler)
+        accepted = inspect.signature(sampler).parameters
+        fixed = {"candidates", "n", "window", "rng", "context"}
+        unknown = [k for k in self.sampler_options if k not in accepted or k in fixed]
+        if unknown:
+            takes = [p for p in accepted if p not in fixed]
+            raise ConfigError(f"sampler '{self.sampler}' has no option(s) {', '.join(unknown)}; "
+                              f"it takes: {', '.join(takes) or 'none'}")
+        self.denoise.validate()
+
+    def options_for(self, name: str) -> dict[str, Any]:
+        """A retriever's options; hybrid and cluster inherit the plain bm25/dense options they build on."""
+        base = self.retriever_options
+        opts = dict(base.get(name, {}))
+        if name == "hybrid":
+            components = opts.get("components", ["bm25", "dense"])
+            inner = {c: dict(base.get(c, {})) for c in components}
+            for comp, comp_opts in (opts.get("options") or {}).items():
+                inner.setdefault(comp, {}).update(comp_opts)
+            opts["options"] = inner
+        elif name == "cluster":
+            for key in _MODEL_KEYS:
+                if key in base.get("dense", {}) and key not in opts:
+                    opts[key] = base["dense"][key]
+        return opts
+
+
+def build_retriever(name: str, options: dict[str, Any]):
+    cls = RETRIEVERS.get(name)
+    accepted = inspect.signature(cls).parameters
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        raise ConfigError(f"retriever '{name}' has no option(s) {', '.join(unknown)}; "
+                          f"it takes: {', '.join(p for p in accepted if p != 'name')}")
+    return cls(**options)
+
+
+def _candidates_key(name: str, options: dict, depth: int, queries: dict[str, str], corpus_fp: str) -> str:
+    blob = json.dumps({"name": name, "options": options, "depth": depth}, sort_keys=True, default=str)
+    digest = hashlib.sha256(blob.encode())
+    digest.update(texts_fingerprint([f"{q}\t{t}" for q, t in queries.items()]).encode())
+    digest.update(corpus_fp.encode())
+    return digest.hexdigest()[:20]
+
+
+def retrieve_candidates(name: str, options: dict, queries: dict[str, str], corpus: dict, depth: int,
+                        cache_dir: str | None, corpus_fp: str) -> tuple[dict, dict[str, int], dict[str, int]]:
+    """(candidates, doc_clusters, query_clusters) of one retriever; cached when this exact stage ran."""
+    path = None
+    if cache_dir:
+        key = _candidates_key(name, options, depth, queries, corpus_fp)
+        path = Path(cache_dir) / "candidates" / f"{name}-{key}.json"
+        if path.exists():
+            logger.info("candidates cache hit for %s: %s", name, path)
+            data = json.loads(path.read_text(encoding="utf-8"))
+            cands = {q: [(d, s) for d, s in lst] for q, lst in data["candidates"].items()}
+            return cands, data.get("doc_clusters", {}), data.get("query_clusters", {})
+    retriever = build_retriever(name, options)
+    cands = retriever.retrieve(queries, corpus, depth)
+    doc_clusters = getattr(retriever, "doc_clusters", {}) or {}
+    if doc_clusters:  # only the documents that can become negatives
+        seen = {d for lst in cands.values() for d, _ in lst}
+        doc_clusters = {d: c for d, c in doc_clusters.items() if d in seen}
+    query_clusters = getattr(retriever, "query_clusters", {}) or {}
+    if path is not None:
+        atomic_write_json(path, {"candidates": cands, "doc_clusters": doc_clusters,
+                                 "query_clusters": query_clusters})
+    return cands, doc_clusters, query_clusters
+
+
+def select_negatives(ranked: list[tuple[str, float]], positives: set[str], positive_texts: set[str],
+                     corpus: dict, sampler, n: int, window: tuple[int, int], rng: random.Random,
+                     source: str, context: SampleContext | None = None) -> list[dict]:
+    # ranks are positions in the retriever's own list, so they match its TREC run
+    candidates = [(doc, score, rank) for rank, (doc, score) in enumerate(ranked, start=1)
+                  if doc not in positives and doc_text(corpus[doc]) not in positive_texts]
+    picked = sampler(candidates, n, window, rng, context=context)
+    out = []
+    for cand in picked:
+        doc, score, rank = cand[:3]
+        if doc_text(corpus[doc]) in positive_texts:  # a random draw may hit a copy of the positive
+            continue
+        out.append({"doc_id": doc, "source": cand[3] if len(cand) > 3 else source, "rank": rank,
+                    "score": None if score is None else round(float(score), 6)})
+    return out
+
+
+def check_inputs(dataset: BeirDataset) -> tuple[dict[str, str], dict[str, set[str]]]:
+    qrels_path = str(dataset.path / "qrels" / f"{dataset.split}.tsv")
+    if not dataset.corpus:
+        raise DataError("the corpus is empty: nothing to mine negatives from", path=str(dataset.path))
+    if not dataset.qrels:
+        raise DataError("mining needs qrels (the positives) for the chosen split", path=str(dataset.path))
+    missing = [qid for qid in dataset.qrels if qid not in dataset.queries]
+    if missing:
+        raise DataError(f"{len(missing)} judged queries are not in queries.jsonl (e.g. '{missing[0]}')",
+                        path=qrels_path)
+    positives = {qid: {d for d, rel in rels.items() if rel >= 1} for qid, rels in dataset.qrels.items()}
+    no_positive = [qid for qid, docs in positives.items() if not docs]
+    if no_positive:
+        raise DataError(f"{len(no_positive)} queries have no positive judgment (e.g. '{no_positive[0]}')",
+                        path=qrels_path)
+    unknown = [(q, d) for q, docs in positives.items() for d in docs if d not in dataset.corpus]
+    if unknown:
+        raise DataError(f"positive '{unknown[0][1]}' of query '{unknown[0][0]}' is not in the corpus",
+                        path=qrels_path)
+    return {qid: dataset.queries[qid] for qid in dataset.qrels}, positives
+
+
+def mine(dataset: BeirDataset, config: MineConfig) -> list[dict]:
+    config.validate()
+    queries, positives = check_inputs(dataset)
+    corpus = dataset.corpus
+    denoise = config.denoise
+    pool_size = config.num_negatives * (denoise.oversample if denoise.enabled else 1)
+    depth = config.window[1] + max(len(p) for p in positives.values())
+    sampler = functools.partial(SAMPLERS.get(config.sampler), **config.sampler_options)
+    corpus_ids = list(corpus)
+    corpus_fp = (texts_fingerprint([f"{d}\t{doc_text(corpus[d])}" for d in corpus_ids])
+                 if config.cache_dir else "")
+    pos_texts = {qid: {doc_text(corpus[d]) for d in pos} for qid, pos in positives.items()}
+
+    per_source: dict[str, dict[str, list[dict]]] = {}
+    doc_clusters: dict[str, int] = {}
+    query_clusters: dict[str, int] = {}
+    for name in config.retrievers:
+        cands, d_clusters, q_clusters = retrieve_candidates(name, config.options_for(name), queries, corpus,
+                                                            depth, config.cache_dir, corpus_fp)
+        doc_clusters.update(d_clusters)
+        query_clusters.update(q_clusters)
+        rng = random.Random(config.seed)
+        per_source[name] = {
+            qid: select_negatives(cands.get(qid, []), positives[qid], pos_texts[qid], corpus, sampler,
+                                  pool_size, config.window, rng, name,
+                                  SampleContext(corpus_ids, positives[qid]))
+            for qid in tqdm(queries, desc=f"sample {name}")}
+
+    pools: dict[str, list[dict]] = {}
+    for qid in queries:
+        merged, seen = [], set()
+        for group in zip_longest(*(per_source[name][qid] for name in config.retrievers)):
+            for neg in group:
+                if neg is not None and neg["doc_id"] not in seen:
+                    seen.add(neg["doc_id"])
+                    item = {**neg, "text": doc_text(corpus[neg["doc_id"]])}
+                    if neg["doc_id"] in doc_clusters:
+                        item["cluster"] = doc_clusters[neg["doc_id"]]
+                    merged.append(item)
+        pools[qid] = merged[:pool_size]
+
+    extras: dict[str, dict] = {qid: {} for qid in queries}
+    if denoise.enabled:
+        pools, extras = denoise_pools(queries, positives, corpus, pools, config)
+
+    records = []
+    for qid in queries:
+        negatives = pools[qid][:config.num_negatives]
+        for pid in sorted(positives[qid]):
+            record = {"query_id": qid, "query": queries[qid], "positive_id": pid,
+                      "positive": doc_text(corpus[pid]), "negatives": negatives, **extras[qid]}
+            if qid in query_clusters:
+                record["query_cluster"] = query_clusters[qid]
+            records.append(record)
+    return records
+
+
+def denoise_pools(queries: dict[str, str], positives: dict[str, set[str]], corpus: dict,
+                  pools: dict[str, list[dict]],
+                  config: MineConfig) -> tuple[dict[str, list[dict]], dict[str, dict]]:
+    """Rescore each query's positives and candidate pool with the teacher and drop likely false negatives."""
+    cfg = config.denoise
+    teacher = cfg.build_teacher()
+    pairs: list[tuple[str, str]] = []
+    for qid, query in queries.items():
+        pairs += [(query, doc_text(corpus[p])) for p in sorted(positives[qid])]
+        pairs += [(query, neg["text"]) for neg in pools[qid]]
+    scores = score_pairs_cached(teacher, pairs, config.cache_dir)
+    kept_pools: dict[str, list[dict]] = {}
+    extras: dict[str, dict] = {}
+    at = 0
+    n_dropped = 0
+    for qid in queries:
+        n_pos, n_neg = len(positives[qid]), len(pools[qid])
+        pos_scores = scores[at:at + n_pos]
+        neg_scores = scores[at + n_pos:at + n_pos + n_neg]
+        at += n_pos + n_neg
+        pos_score = float(pos_scores.min())
+        reasons = drop_reasons(neg_scores, pos_score, cfg.absolute_margin, cfg.perc_pos, cfg.max_score)
+        weights = soft_weights(neg_scores, pos_score, cfg.soft_start) if cfg.soft_weights else None
+        kept, dropped = [], []
+        for i, (neg, s, reason) in enumerate(zip(pools[qid], neg_scores, reasons, strict=True)):
+            item = {**neg, "teacher_score": round(float(s), 6)}
+            if reason is not None:
+                dropped.append({"doc_id": neg["doc_id"], "source": neg["source"], "rank": neg["rank"],
+                                "teacher_score": item["teacher_score"], "reason": reason})
+                continue
+            if weights is not None:
+                item["weight"] = round(float(weights[i]), 6)
+            kept.append(item)
+        n_dropped += len(dropped)
+        kept_pools[qid] = kept
+        extras[qid] = {"positive_teacher_score": round(pos_score, 6), "teacher": teacher.name}
+        if dropped:
+            extras[qid]["dropped"] = dropped
+    logger.info("denoising with %s dropped %d of %d candidates", teacher.name, n_dropped,
+                sum(len(p) for p in pools.values()))
+    short = sum(1 for qid in queries if len(kept_pools[qid]) < config.num_negatives)
+    if short:
+        logger.warning("%d queries have fewer than %d negatives after denoising "
+                       "(raise oversample or widen the window)",
+                       short, config.num_negatives)
+    return kept_pools, extras

@@ -1,0 +1,1 @@
+"""Candidate retrievers. Each takes ``(queries, corpus, k)`` and returns ranked ``(doc_id, score)`` lists."""

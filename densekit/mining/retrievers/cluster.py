@@ -1,0 +1,75 @@
+"""Cluster-aware candidates (ClusterNS-style): the query's own and neighbouring k-means clusters.
+
+Deng et al., "Clustering-Aware Negative Sampling for Unsupervised Sentence Representation",
+Findings of ACL 2023: negatives from the same or a nearby cluster are hard without being the
+near-duplicates that plain top-k returns. Here the corpus embeddings are clustered with spherical
+k-means (FAISS); each query is assigned its ``1 + neighbours`` nearest centroids and its candidates
+are the members of those clusters, ranked by similarity (an IVF search with ``nprobe = 1 + neighbours``).
+Use a wide window with ``random-in-window`` to draw cluster-local negatives that are not the very top.
+
+After ``retrieve``, ``doc_clusters`` maps each document to its cluster and ``query_clusters`` each
+query to its nearest cluster, so the miner can record them per negative for auditing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import faiss
+import numpy as np
+
+from densekit.errors import DataError
+from densekit.mining.clustering import assign, kmeans
+from densekit.mining.registry import RETRIEVERS
+from densekit.mining.retrievers.base import Candidates
+from densekit.mining.retrievers.dense import embed_queries_and_corpus
+from densekit.models import default_cache_dir
+
+
+def cluster_topk(q_emb: np.ndarray, doc_emb: np.ndarray, centroids: np.ndarray, k: int, nprobe: int,
+                 batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, rows, doc_assignment): top-``k`` documents inside each query's ``nprobe`` nearest clusters."""
+    d = doc_emb.shape[1]
+    quantizer = faiss.IndexFlatIP(d)
+    quantizer.add(centroids)
+    index = faiss.IndexIVFFlat(quantizer, d, len(centroids), faiss.METRIC_INNER_PRODUCT)
+    index.is_trained = True  # the quantizer already holds the k-means centroids
+    index.add(np.ascontiguousarray(doc_emb, dtype=np.float32))
+    index.nprobe = min(nprobe, len(centroids))
+    k = min(k, len(doc_emb))
+    scores = np.empty((len(q_emb), k), dtype=np.float32)
+    rows = np.empty((len(q_emb), k), dtype=np.int64)
+    for start in range(0, len(q_emb), batch_size):
+        s, r = index.search(np.ascontiguousarray(q_emb[start:start + batch_size], dtype=np.float32), k)
+        scores[start:start + batch_size], rows[start:start + batch_size] = s, r
+    return scores, rows, assign(doc_emb, centroids)
+
+
+@RETRIEVERS.register("cluster")
+@dataclass
+class ClusterRetriever:
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = 64
+    bf16: bool = False
+    cache_dir: str | None = str(default_cache_dir())
+    max_seq_length: int | None = None
+    n_clusters: int | None = None  # default sqrt(corpus size)
+    neighbours: int = 1
+    niter: int = 20
+    seed: int = 42
+    name: str = "cluster"
+    doc_clusters: dict[str, int] = field(default_factory=dict, repr=False)
+    query_clusters: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def retrieve(self, queries: dict[str, str], corpus: dict[str, dict[str, str]], k: int) -> Candidates:
+        if not corpus:
+            raise DataError("cannot cluster an empty corpus")
+        q_emb, doc_emb = embed_queries_and_corpus(self.model, queries, corpus, self.batch_size, self.bf16,
+                                                  self.cache_dir, self.max_seq_length)
+        centroids = kmeans(doc_emb, self.n_clusters, niter=self.niter, seed=self.seed)
+        scores, rows, doc_assignment = cluster_topk(q_emb, doc_emb, centroids, k, 1 + self.neighbours)
+        doc_ids = list(corpus)
+        self.doc_clusters = {doc: int(c) for doc, c in zip(doc_ids, doc_assignment, strict=True)}
+        self.query_clusters = {q: int(c) for q, c in zip(queries, assign(q_emb, centroids), strict=True)}
+        return {qid: [(doc_ids[r], float(s)) for s, r in zip(srow, rrow, strict=True) if r >= 0]
+                for qid, srow, rrow in zip(queries, scores, rows, strict=True)}

@@ -1,0 +1,46 @@
+"""Dense candidates: any sentence-transformers model, corpus embeddings cached on disk, FAISS top-k.
+
+The corpus is encoded once per (model, corpus) and cached in resumable shards; queries are searched
+in batches, so no queries x documents matrix is ever built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from densekit.data.beir import doc_text
+from densekit.embeddings import encode_cached
+from densekit.mining.registry import RETRIEVERS
+from densekit.mining.retrievers.base import Candidates
+from densekit.models import default_cache_dir, encode, load_model
+from densekit.retrieval.index import DenseIndex
+
+
+def embed_queries_and_corpus(model_name: str, queries: dict[str, str], corpus: dict[str, dict[str, str]],
+                             batch_size: int, bf16: bool, cache_dir: str | None,
+                             max_seq_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    model = load_model(model_name, max_seq_length=max_seq_length)
+    doc_emb = encode_cached(model, [doc_text(corpus[d]) for d in corpus], cache_dir,
+                            batch_size=batch_size, bf16=bf16, desc="encode corpus")
+    q_emb = encode(model, list(queries.values()), batch_size=batch_size, bf16=bf16, desc="encode queries")
+    return q_emb, doc_emb
+
+
+@RETRIEVERS.register("dense")
+@dataclass
+class DenseRetriever:
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = 64
+    bf16: bool = False
+    cache_dir: str | None = str(default_cache_dir())
+    index_type: str = "flat"
+    max_seq_length: int | None = None
+    name: str = "dense"
+
+    def retrieve(self, queries: dict[str, str], corpus: dict[str, dict[str, str]], k: int) -> Candidates:
+        q_emb, doc_emb = embed_queries_and_corpus(self.model, queries, corpus, self.batch_size, self.bf16,
+                                                  self.cache_dir, self.max_seq_length)
+        index = DenseIndex.build(doc_emb, list(corpus), self.index_type)
+        return dict(zip(queries, index.search_ids(q_emb, k), strict=True))

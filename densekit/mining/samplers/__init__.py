@@ -1,0 +1,1 @@
+"""Samplers pick negatives from a ranked candidate list (positives already removed)."""

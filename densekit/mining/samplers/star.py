@@ -1,0 +1,50 @@
+"""STAR: static hard negatives mixed with random corpus negatives.
+
+Zhan et al., "Optimizing Dense Retrieval Model Training with Hard Negatives", SIGIR 2021. STAR
+trains on static hard negatives together with random negatives, which keeps training stable: hard
+negatives alone over-fit to the mining model's mistakes, random ones alone are too easy.
+
+``hard_ratio`` of the ``n`` negatives come from the rank window (best first, or at random with
+``hard_sampling="random"``); the rest are drawn uniformly from the whole corpus, never a positive or a
+document already picked. Random negatives carry ``source="random"`` and their rank in the retriever's
+list when they happen to be in it (else ``None``).
+"""
+
+from __future__ import annotations
+
+import random
+
+from densekit.errors import ConfigError
+from densekit.mining.registry import SAMPLERS
+from densekit.mining.samplers.window import Candidate, SampleContext, in_window
+
+
+@SAMPLERS.register("star")
+def sample_star(candidates: list[Candidate], n: int, window: tuple[int, int], rng: random.Random,
+                context: SampleContext | None = None, hard_ratio: float = 0.5,
+                hard_sampling: str = "top") -> list[Candidate]:
+    if not 0.0 <= hard_ratio <= 1.0:
+        raise ConfigError(f"star: hard_ratio must be in [0, 1], got {hard_ratio}")
+    if hard_sampling not in ("top", "random"):
+        raise ConfigError(f"star: hard_sampling must be 'top' or 'random', got '{hard_sampling}'")
+    if context is None or not context.corpus_ids:
+        raise ConfigError("the star sampler needs the corpus ids (a SampleContext)")
+    n_hard = int(round(n * hard_ratio))
+    pool = in_window(candidates, window)
+    hard = pool[:n_hard] if hard_sampling == "top" else sorted(rng.sample(pool, min(n_hard, len(pool))),
+                                                             key=lambda c: c[2])
+    picked = {c[0] for c in hard}
+    ranks = {c[0]: (c[1], c[2]) for c in candidates}
+    randoms: list[Candidate] = []
+    need = n - len(hard)
+    max_tries = 20 * need + 100
+    tries = 0
+    while len(randoms) < need and tries < max_tries:
+        tries += 1
+        doc = context.corpus_ids[rng.randrange(len(context.corpus_ids))]
+        if doc in picked or doc in context.exclude:
+            continue
+        picked.add(doc)
+        score, rank = ranks.get(doc, (None, None))
+        randoms.append((doc, score, rank, "random"))
+    return list(hard) + randoms

@@ -1,0 +1,38 @@
+"""Rank-window samplers: the ``n`` best candidates in the window, or ``n`` drawn at random from it."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from densekit.mining.registry import SAMPLERS
+
+# a candidate is (doc_id, score, rank), rank 1-based in the retriever's full list; a sampler may
+# return a 4th element, the source, for negatives that did not come from the retriever (e.g. random)
+Candidate = tuple
+
+
+@dataclass
+class SampleContext:
+    """What a sampler may need beyond the candidate list: the corpus ids and the ids it must not return."""
+    corpus_ids: list[str] = field(default_factory=list)
+    exclude: set[str] = field(default_factory=set)
+
+
+def in_window(candidates: list[Candidate], window: tuple[int, int]) -> list[Candidate]:
+    low, high = window
+    return [c for c in candidates if low <= c[2] <= high]
+
+
+@SAMPLERS.register("top")
+def sample_top(candidates: list[Candidate], n: int, window: tuple[int, int], rng: random.Random,
+               context: SampleContext | None = None) -> list[Candidate]:
+    return in_window(candidates, window)[:n]
+
+
+@SAMPLERS.register("random-in-window")
+def sample_random(candidates: list[Candidate], n: int, window: tuple[int, int],
+                  rng: random.Random, context: SampleContext | None = None) -> list[Candidate]:
+    pool = in_window(candidates, window)
+    picked = rng.sample(pool, min(n, len(pool)))
+    return sorted(picked, key=lambda c: c[2])

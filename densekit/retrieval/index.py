@@ -1,0 +1,155 @@
+"""A FAISS index plus the document ids of its rows and a record of the model that encoded them.
+
+On disk an index is a folder: ``index.faiss``, ``doc_ids.json`` and ``meta.json``. The folder is
+built under a temporary name and renamed into place, so a crash mid-write never leaves a half index.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from densekit.errors import ConfigError, DataError
+from densekit.io import atomic_dir
+from densekit.registry import Registry
+
+INDEX_TYPES: Registry = Registry("index type", "densekit.retrieval.index_types")
+FORMAT_VERSION = 1
+SEARCH_PARAMS = ("nprobe", "ef_search", "k_factor")
+
+
+def _unwrap(index: faiss.Index) -> list[faiss.Index]:
+    """The index and the indexes it wraps (IndexRefine -> its base), each downcast to its real class."""
+    chain = [faiss.downcast_index(index)]
+    while isinstance(chain[-1], faiss.IndexRefine):
+        chain.append(faiss.downcast_index(chain[-1].base_index))
+    return chain
+
+
+def get_search_params(index: faiss.Index) -> dict[str, Any]:
+    """The search-time knobs of ``index`` (nprobe for IVF, ef_search for HNSW, k_factor for a refine step)."""
+    params: dict[str, Any] = {}
+    for part in _unwrap(index):
+        if isinstance(part, faiss.IndexRefine):
+            params["k_factor"] = float(part.k_factor)
+        elif isinstance(part, faiss.IndexIVF):
+            params["nprobe"] = int(part.nprobe)
+        elif isinstance(part, faiss.IndexHNSW):
+            params["ef_search"] = int(part.hnsw.efSearch)
+    return params
+
+
+def apply_search_params(index: faiss.Index, params: dict[str, Any]) -> None:
+    """Set search-time knobs in place; a knob the index type does not have is a ConfigError."""
+    have = get_search_params(index)
+    unknown = [name for name in params if name not in have]
+    if unknown:
+        raise ConfigError(f"{type(index).__name__} has no search parameter(s) {', '.join(unknown)}; "
+                          f"it takes: {', '.join(have) or 'none'}")
+    for part in _unwrap(index):
+        if isinstance(part, faiss.IndexRefine) and "k_factor" in params:
+            if float(params["k_factor"]) < 1:
+                raise ConfigError(f"k_factor must be at least 1, got {params['k_factor']}")
+            part.k_factor = float(params["k_factor"])
+        elif isinstance(part, faiss.IndexIVF) and "nprobe" in params:
+            if not 1 <= int(params["nprobe"]) <= part.nlist:
+                raise ConfigError(f"nprobe must be between 1 and nlist={part.nlist}, got {params['nprobe']}")
+            part.nprobe = int(params["nprobe"])
+        elif isinstance(part, faiss.IndexHNSW) and "ef_search" in params:
+            if int(params["ef_search"]) < 1:
+                raise ConfigError(f"ef_search must be at least 1, got {params['ef_search']}")
+            part.hnsw.efSearch = int(params["ef_search"])
+
+
+def _mmap_flags(meta: dict[str, Any]) -> int:
+    # IO_FLAG_MMAP maps IVF inverted lists; IO_FLAG_MMAP_IFC maps flat code arrays (flat, HNSW storage).
+    # FAISS refuses both at once on an IVF file, so pick by the recorded type.
+    if str(meta.get("index_type", "")).startswith("ivf") or not hasattr(faiss, "IO_FLAG_MMAP_IFC"):
+        return faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+    return faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
+
+
+@dataclass
+class DenseIndex:
+    index: faiss.Index
+    doc_ids: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, embeddings: np.ndarray, doc_ids: list[str], index_type: str = "flat",
+              params: dict[str, Any] | None = None, meta: dict[str, Any] | None = None) -> DenseIndex:
+        if len(embeddings) != len(doc_ids):
+            raise DataError(f"{len(embeddings)} embeddings but {len(doc_ids)} document ids")
+        if len(doc_ids) == 0:
+            raise DataError("cannot build an index over an empty corpus")
+        builder = INDEX_TYPES.get(index_type)
+        params = dict(params or {})
+        accepted = inspect.signature(builder).parameters
+        unknown = [k for k in params if k not in accepted]
+        if unknown:
+            raise ConfigError(f"index type '{index_type}' has no parameter(s) {', '.join(unknown)}; "
+                              f"it takes: {', '.join(p for p in accepted if p != 'embeddings') or 'none'}")
+        start = time.perf_counter()
+        index = builder(np.ascontiguousarray(embeddings, dtype=np.float32), **params)
+        full_meta = {"format_version": FORMAT_VERSION, "index_type": index_type, "params": params,
+                     "dim": int(embeddings.shape[1]), "count": len(doc_ids), "metric": "inner_product",
+                     "build_seconds": round(time.perf_counter() - start, 3),
+                     "faiss_class": type(faiss.downcast_index(index)).__name__,
+                     "search_params": get_search_params(index)}
+        full_meta.update(meta or {})
+        return cls(index=index, doc_ids=list(doc_ids), meta=full_meta)
+
+    def set_search_params(self, **params: Any) -> None:
+        """Change nprobe / ef_search / k_factor; recorded in meta so a saved index reloads with them."""
+        apply_search_params(self.index, params)
+        self.meta["search_params"] = get_search_params(self.index)
+
+    def search(self, query_embeddings: np.ndarray, k: int, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, row indices) in query batches; rows past the corpus size come back as -1."""
+        k = min(k, self.index.ntotal)
+        queries = np.ascontiguousarray(query_embeddings, dtype=np.float32)
+        scores = np.empty((len(queries), k), dtype=np.float32)
+        rows = np.empty((len(queries), k), dtype=np.int64)
+        for start in range(0, len(queries), batch_size):
+            s, r = self.index.search(queries[start:start + batch_size], k)
+            scores[start:start + batch_size], rows[start:start + batch_size] = s, r
+        return scores, rows
+
+    def search_ids(self, query_embeddings: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        scores, rows = self.search(query_embeddings, k)
+        return [[(self.doc_ids[r], float(s)) for s, r in zip(srow, rrow, strict=True) if r >= 0]
+                for srow, rrow in zip(scores, rows, strict=True)]
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        with atomic_dir(folder) as tmp:
+            index = self.index
+            if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(index).__name__:
+                index = faiss.index_gpu_to_cpu(index)
+            faiss.write_index(index, str(tmp / "index.faiss"))
+            (tmp / "doc_ids.json").write_text(json.dumps(self.doc_ids, ensure_ascii=False))
+            (tmp / "meta.json").write_text(json.dumps(self.meta, indent=2, ensure_ascii=False) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, mmap: bool = False) -> DenseIndex:
+        folder = Path(folder)
+        for name in ("index.faiss", "doc_ids.json", "meta.json"):
+            if not (folder / name).exists():
+                raise DataError(f"not a densekit index folder: {name} is missing", path=str(folder))
+        doc_ids = json.loads((folder / "doc_ids.json").read_text(encoding="utf-8"))
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        index = faiss.read_index(str(folder / "index.faiss"), _mmap_flags(meta) if mmap else 0)
+        if index.ntotal != len(doc_ids):
+            raise DataError(f"index holds {index.ntotal} vectors but doc_ids.json lists {len(doc_ids)}",
+                            path=str(folder))
+        if meta.get("search_params"):
+            apply_search_params(index, meta["search_params"])
+        return cls(index=index, doc_ids=doc_ids, meta=meta)

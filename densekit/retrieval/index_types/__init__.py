@@ -1,0 +1,1 @@
+"""Index types, one module each; every module registers a builder into ``INDEX_TYPES``."""

@@ -1,0 +1,52 @@
+"""InfoNCE with in-batch and hard negatives.
+
+van den Oord et al., "Representation Learning with Contrastive Predictive Coding", 2018;
+Karpukhin et al., "Dense Passage Retrieval for Open-Domain Question Answering", EMNLP 2020;
+Henderson et al., "Efficient Natural Language Response Suggestion for Smart Reply", 2017.
+
+For a batch of ``(query_i, positive_i, negative_i_1..n)`` every query is scored against all
+positives and all hard negatives in the batch; the loss is the cross-entropy of picking its own
+positive. Scores are cosine similarities times ``scale`` (= 1 / temperature).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from densekit.training.losses import LOSSES
+
+
+def cosine_scores(a: Tensor, b: Tensor) -> Tensor:
+    return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
+
+
+@LOSSES.register("infonce")
+class InfoNCELoss(nn.Module):
+    def __init__(self, model: nn.Module, scale: float = 20.0) -> None:
+        super().__init__()
+        self.model = model
+        self.scale = scale
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
+        embeddings = [self.model(features)["sentence_embedding"] for features in sentence_features]
+        return self.compute_loss_from_embeddings(embeddings, labels)
+
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
+        anchors = embeddings[0]
+        candidates = torch.cat(embeddings[1:])  # positives first, then each column of hard negatives
+        scores = cosine_scores(anchors, candidates) * self.scale
+        targets = torch.arange(len(anchors), device=anchors.device)
+        return F.cross_entropy(scores, targets)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"scale": self.scale}
+
+    @property
+    def citation(self) -> str:
+        return """@article{oord2018cpc, title={Representation Learning with Contrastive Predictive Coding},
+author={van den Oord, Aaron and Li, Yazhe and Vinyals, Oriol}, journal={arXiv:1807.03748}, year={2018}}"""

@@ -1,0 +1,144 @@
+"""``densekit train``: a thin driver over sentence-transformers' ``SentenceTransformerTrainer``.
+
+The final model is written atomically as a sentence-transformers folder at ``--output`` (what
+``SentenceTransformer(path)`` loads). Checkpoints go to ``<output>.checkpoints`` beside it; a rerun of
+the same command resumes from the last one, and they are removed once the model is written.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from densekit.data.training import load_training_examples, to_hf_dataset
+from densekit.errors import ConfigError
+from densekit.io import atomic_dir, atomic_write_json
+from densekit.training.losses import LOSSES
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainArgs:
+    model: str = "all-MiniLM-L6-v2"
+    data: str = ""
+    output: str = "runs/model"
+    loss: str = "infonce"
+    loss_options: dict[str, Any] = field(default_factory=dict)
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 32
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    num_negatives: int | None = None
+    max_seq_length: int | None = None
+    bf16: bool = False
+    seed: int = 42
+    save_steps: int = 50
+    logging_steps: int = 10
+    resume: bool = True
+    keep_checkpoints: bool = False
+    data_format: str = "auto"  # auto | examples (JSONL / datasets) | text (one sentence a line) | nli-csv
+    gradcache: bool = False
+    mini_batch_size: int = 16
+    max_train_examples: int | None = None
+    callbacks: list = field(default_factory=list)
+
+
+DATA_FORMATS = ("auto", "examples", "text", "nli-csv")
+
+
+def load_examples(path: str, data_format: str = "auto") -> list:
+    """Training examples from a mined JSONL / datasets folder, a text file of sentences, or an NLI CSV."""
+    from densekit.data import sentences
+
+    if data_format not in DATA_FORMATS:
+        raise ConfigError(f"unknown data format '{data_format}'; choose one of: {', '.join(DATA_FORMATS)}")
+    if data_format == "auto":
+        data_format = sentences.detect_format(path)
+    if data_format == "text":
+        return sentences.load_unlabeled_pairs(path)
+    if data_format == "nli-csv":
+        return sentences.load_nli_triplets(path)
+    return load_training_examples(path)
+
+
+def build_loss(name: str, model, options: dict[str, Any]):
+    loss_cls = LOSSES.get(name)
+    accepted = inspect.signature(loss_cls).parameters
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        raise ConfigError(f"loss '{name}' has no option(s) {', '.join(unknown)}; "
+                          f"it takes: {', '.join(p for p in accepted if p != 'model') or 'none'}")
+    return loss_cls(model, **options)
+
+
+def build_training_loss(args: TrainArgs, model):
+    loss = build_loss(args.loss, model, args.loss_options)
+    if args.gradcache:
+        from densekit.training.gradcache import GradCacheLoss
+
+        loss = GradCacheLoss(loss, mini_batch_size=args.mini_batch_size)
+    return loss
+
+
+def train(args: TrainArgs) -> Path:
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.training_args import BatchSamplers
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from densekit.models import load_model
+
+    if not args.data:
+        raise ConfigError("train needs --data (a mined JSONL file or a datasets folder)")
+    examples = load_examples(args.data, args.data_format)
+    if args.max_train_examples:
+        examples = examples[: args.max_train_examples]
+    dataset = to_hf_dataset(examples, args.num_negatives)
+    model = load_model(args.model, max_seq_length=args.max_seq_length)
+    loss = build_training_loss(args, model)
+
+    output = Path(args.output)
+    checkpoints = output.parent / f"{output.name}.checkpoints"
+    last = get_last_checkpoint(str(checkpoints)) if args.resume and checkpoints.is_dir() else None
+    if last:
+        logger.info("resuming from %s", last)
+    training_args = SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay,
+        bf16=args.bf16,
+        seed=args.seed,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=2,
+        logging_steps=args.logging_steps,
+        report_to="none",
+        dataloader_drop_last=False,
+        dataloader_pin_memory=False,
+    )
+    trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=dataset, loss=loss,
+                                         callbacks=args.callbacks or None)
+    result = trainer.train(resume_from_checkpoint=last)
+
+    with atomic_dir(output) as tmp:
+        model.save(str(tmp))
+        atomic_write_json(tmp / "densekit_train.json",
+                          {"args": {k: v for k, v in asdict(args).items() if k != "callbacks"}, "train_examples": len(examples),
+                           "global_step": result.global_step, "resumed_from": last, "train_loss": result.training_loss,
+                           "train_runtime_s": result.metrics.get("train_runtime")})
+    if not args.keep_checkpoints:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    os.sync()
+    return output

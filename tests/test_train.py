@@ -1,0 +1,48 @@
+import json
+
+import pytest
+from transformers import TrainerCallback
+
+from densekit.errors import ConfigError
+from densekit.training.train import TrainArgs, train
+
+
+def write_data(path, n=24):
+    rows = [{"query": f"question number {i} about topic {i % 5}", "positive": f"answer {i} on topic {i % 5}",
+             "negatives": [f"unrelated text {i + 1}", f"other text {i + 2}"]} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+class Interrupt(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            raise KeyboardInterrupt
+
+
+def test_train_writes_loadable_model_and_resumes(tiny_model_dir, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    data = write_data(tmp_path / "train.jsonl")
+    args = TrainArgs(model=tiny_model_dir, data=str(data), output=str(tmp_path / "out"), max_steps=5,
+                     batch_size=4, save_steps=2, logging_steps=1, callbacks=[Interrupt()])
+    with pytest.raises(KeyboardInterrupt):
+        train(args)
+    assert not (tmp_path / "out").exists()  # nothing half-written where the model goes
+    assert (tmp_path / "out.checkpoints" / "checkpoint-2").is_dir()
+
+    args.callbacks = []
+    path = train(args)
+    info = json.loads((path / "densekit_train.json").read_text())
+    assert info["resumed_from"].endswith("checkpoint-2") and info["global_step"] == 5
+    assert not (tmp_path / "out.checkpoints").exists()
+    model = SentenceTransformer(str(path), device="cpu")
+    assert model.encode(["hello"]).shape == (1, 32)
+
+
+def test_unknown_loss_and_option(tiny_model_dir, tmp_path):
+    data = write_data(tmp_path / "train.jsonl", 4)
+    with pytest.raises(ConfigError, match="unknown loss 'nope'"):
+        train(TrainArgs(model=tiny_model_dir, data=str(data), output=str(tmp_path / "o"), loss="nope"))
+    with pytest.raises(ConfigError, match="has no option"):
+        train(TrainArgs(model=tiny_model_dir, data=str(data), output=str(tmp_path / "o"), loss_options={"tau": 1}))
