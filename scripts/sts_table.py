@@ -79,18 +79,19 @@ def resolve(name: str) -> str:
     return resolve_model(name)
 
 
-def markdown(out: Path, order: list[str]) -> str:
-    rows = []
+def markdown(out: Path, order: list[str], tasks: list[str]) -> str:
+    """Rows for the runs that have results; ``avg`` is over ``tasks`` (the columns shown)."""
+    head = "| model | " + " | ".join(tasks) + " | avg |\n|---|" + "---:|" * (len(tasks) + 1)
+    lines = [head]
     for run in order:
         path = out / f"{run}.json"
-        if path.exists():
-            rows.append(json.loads(path.read_text()))
-    head = "| model | " + " | ".join(STS_TASKS) + " | avg |\n|---|" + "---:|" * (len(STS_TASKS) + 1)
-    lines = [head]
-    for row in rows:
-        scores = row["scores"]
-        lines.append(f"| {row['run']} | " + " | ".join(f"{scores[t]:.2f}" for t in STS_TASKS)
-                     + f" | {scores['avg']:.2f} |")
+        if not path.exists():
+            continue
+        scores = json.loads(path.read_text())["scores"]
+        if not all(t in scores for t in tasks):
+            continue
+        avg = sum(scores[t] for t in tasks) / len(tasks)
+        lines.append(f"| {run} | " + " | ".join(f"{scores[t]:.2f}" for t in tasks) + f" | {avg:.2f} |")
     return "\n".join(lines)
 
 
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     runs = [r for r in args.runs.split(",") if r]
     if args.markdown:
-        print(markdown(out, runs))
+        print(markdown(out, runs, args.tasks.split(",")))
         return 0
     models = out / "models"
     models.mkdir(parents=True, exist_ok=True)
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                                         "eval_s": round(time.time() - started - trained_s, 1),
                                         "config": {k: v for k, v in vars(args).items() if k != "markdown"}})
         print(run, json.dumps(scores), flush=True)
-    print(markdown(out, runs))
+    print(markdown(out, runs, args.tasks.split(",")))
     return 0
 
 

@@ -44,6 +44,8 @@ def report_queries(dataset, model, embeddings, count: int, batch_size: int):
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from densekit.data.beir import doc_text, load_beir
     from densekit.embeddings import encode_cached
     from densekit.models import describe_model, load_model
@@ -55,7 +57,7 @@ def run(args) -> int:
     emb = encode_cached(model, [doc_text(dataset.corpus[d]) for d in doc_ids], cache_dir(args),
                         batch_size=args.batch_size, bf16=args.bf16, desc="encode corpus")
     meta = {**describe_model(args.model), "max_seq_length": model.max_seq_length, "bf16": args.bf16,
-            "corpus": str(dataset.path)}
+            "corpus": str(Path(dataset.path).resolve())}  # absolute: the server may run from another folder
     index = DenseIndex.build(emb, doc_ids, args.index_type, parse_key_values(args.param, "--param"), meta)
     if args.report_queries > 0:
         queries, source = report_queries(dataset, model, emb, args.report_queries, args.batch_size)

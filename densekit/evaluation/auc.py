@@ -59,7 +59,8 @@ class ScoreSamples:
             raise DataError(f"not a densekit scores.npz file ({exc})", path=str(path)) from None
 
     def pooled(self) -> tuple[np.ndarray, np.ndarray]:
-        return (np.concatenate(self.positives or [np.zeros(0)]), np.concatenate(self.negatives or [np.zeros(0)]))
+        empty = [np.zeros(0, dtype=np.float32)]
+        return np.concatenate(self.positives or empty), np.concatenate(self.negatives or empty)
 
 
 def roc_auc(positives: np.ndarray, negatives: np.ndarray) -> float:
@@ -88,8 +89,8 @@ def roc_curve(positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray,
 
 def auc_summary(samples: ScoreSamples) -> dict:
     """``global_auc``, mean/median per-query AUC, and the per-query values."""
-    per_query = {qid: roc_auc(p, n) for qid, p, n in zip(samples.query_ids, samples.positives, samples.negatives,
-                                                          strict=True)}
+    triples = zip(samples.query_ids, samples.positives, samples.negatives, strict=True)
+    per_query = {qid: roc_auc(p, n) for qid, p, n in triples}
     defined = np.array([v for v in per_query.values() if not np.isnan(v)])
     pos, neg = samples.pooled()
     return {
@@ -133,6 +134,12 @@ def samples_from_run(run: dict[str, dict[str, float]], qrels: dict[str, dict[str
     describes the top-k only; prefer ``scores.npz`` written by ``densekit eval``.
     """
     qids = [q for q in qrels if q in run]
-    positives = [np.array([s for d, s in run[q].items() if qrels[q].get(d, 0) >= 1], dtype=np.float32) for q in qids]
-    negatives = [np.array([s for d, s in run[q].items() if qrels[q].get(d, 0) < 1], dtype=np.float32) for q in qids]
+
+    def scores(qid: str, relevant: bool) -> np.ndarray:
+        judged = qrels[qid]
+        values = [s for d, s in run[qid].items() if (judged.get(d, 0) >= 1) == relevant]
+        return np.array(values, dtype=np.float32)
+
+    positives = [scores(q, True) for q in qids]
+    negatives = [scores(q, False) for q in qids]
     return ScoreSamples(qids, positives, negatives, source="run top-k")

@@ -16,8 +16,8 @@ from densekit.retrieval.index import DenseIndex
 logger = logging.getLogger(__name__)
 
 
-def dense_run(model, dataset: BeirDataset, k: int = 100, index: DenseIndex | None = None, batch_size: int = 64,
-              bf16: bool = False, cache_dir: str | Path | None = None) -> Run:
+def dense_run(model, dataset: BeirDataset, k: int = 100, index: DenseIndex | None = None,
+              batch_size: int = 64, bf16: bool = False, cache_dir: str | Path | None = None) -> Run:
     """Retrieve the top ``k`` documents for every query that has judgments in the split."""
     return dense_run_with_scores(model, dataset, k, index, batch_size, bf16, cache_dir, auc_negatives=None)[0]
 
@@ -52,9 +52,10 @@ def dense_run_with_scores(model, dataset: BeirDataset, k: int = 100, index: Dens
     if auc_negatives is None:
         return run, None
     if doc_emb is None:
-        logger.warning("the index cannot return its vectors; AUC is computed over the retrieved top-%d only", k)
+        logger.warning("the index cannot return its vectors; AUC covers the retrieved top-%d only", k)
         return run, samples_from_run(run, dataset.qrels)
-    return run, sample_scores(q_emb, doc_emb, qids, index.doc_ids, dataset.qrels, negatives_per_query=auc_negatives)
+    return run, sample_scores(q_emb, doc_emb, qids, index.doc_ids, dataset.qrels,
+                              negatives_per_query=auc_negatives)
 
 
 def evaluate_and_write(run: Run, dataset: BeirDataset, output_dir: str | Path, info: dict) -> dict:
@@ -63,7 +64,8 @@ def evaluate_and_write(run: Run, dataset: BeirDataset, output_dir: str | Path, i
     metrics = evaluate_run(dataset.qrels, run)
     result = {**{k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()},
               **info, "dataset": str(dataset.path), "split": dataset.split}
-    tag = Path(str(info.get("model", "densekit"))).name or "densekit"
+    # a TREC run line has 6 whitespace-separated columns, so the tag must not contain whitespace
+    tag = "_".join((Path(str(info.get("model", "densekit"))).name or "densekit").split())
     write_trec_run(run, output_dir / "run.trec", tag=tag)
     atomic_write_json(output_dir / "metrics.json", result)
     return result
@@ -88,7 +90,7 @@ def evaluate_model(model_name: str, dataset: BeirDataset, output_dir: str | Path
                    index_dir: str | Path | None = None, batch_size: int = 64, bf16: bool = False,
                    cache_dir: str | Path | None = None, max_seq_length: int | None = None,
                    auc: bool = False, auc_negatives: int = 1000) -> dict:
-    """Evaluate and write metrics.json + run.trec; with ``auc`` also the AUC files of :func:`write_auc_outputs`."""
+    """Write metrics.json + run.trec; with ``auc`` also the files of :func:`write_auc_outputs`."""
     from densekit.models import load_model
 
     start = time.perf_counter()

@@ -34,7 +34,8 @@ class _Desc:
         return isinstance(other, _Desc) and self.value == other.value
 
 
-def query_metrics(ranking: list[str], judged: dict[str, int], ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:
+def query_metrics(ranking: list[str], judged: dict[str, int],
+                  ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:
     relevant = {doc for doc, rel in judged.items() if rel >= 1}
     n_rel = len(relevant)
     hits = [doc in relevant for doc in ranking]

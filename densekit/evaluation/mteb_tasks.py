@@ -148,7 +148,9 @@ def _hf_cached(dataset: dict) -> bool:
 def _hub_reachable(timeout: float = 3.0) -> bool:
     from huggingface_hub.constants import HF_HUB_OFFLINE
 
-    if HF_HUB_OFFLINE or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+    offline_env = any(os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+                      for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    if HF_HUB_OFFLINE or offline_env:
         return False
     try:
         with socket.create_connection(("huggingface.co", 443), timeout=timeout):
@@ -192,11 +194,11 @@ def builtin_task(name: str, split: str = "test", data_dir: str | Path | None = N
         folder = sts_task_folder(name, data_dir)
         local = folder if folder.is_dir() else None
         if local is not None:
-            return _sts_class(type(task), local, "test")()
+            return _sts_class(type(task), local, split)().filter_eval_splits([split])
     if task.metadata.type == "Retrieval":
         local = _local_beir_copy(name, data_dir)
         if local is not None:
-            return _retrieval_class(type(task), local, split)()
+            return _retrieval_class(type(task), local, split)().filter_eval_splits([split])
     if _hub_reachable():
         return task
     raise DensekitError(
@@ -212,6 +214,9 @@ def resolve_task(spec: str, split: str = "test", data_dir: str | Path | None = N
     if path.is_dir():
         if is_beir_folder(path):
             return beir_retrieval_task(path, split)
+        if not any(any(path.glob(pattern)) for pattern in ("sts-*.csv", "SICK_*.txt", "STS*.input.*.txt")):
+            raise DataError("neither a BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/) nor an STS folder "
+                            "(sts-<split>.csv, SICK_*.txt or STS*.input.*.txt)", path=str(path))
         return sts_folder_task(path, split)
     if os.sep in spec or spec.startswith("."):
         raise DataError("task folder not found", path=spec)

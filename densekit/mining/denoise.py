@@ -13,6 +13,11 @@ With several positives, a query's positive score is the lowest of them (a negati
 any judged positive is suspect). ``soft_weights`` additionally gives each kept negative a weight in
 [0, 1] (DCLR-style, Zhou et al., ACL 2022: down-weight likely false negatives instead of trusting them
 fully): 1 up to ``soft_start * pos``, falling linearly to 0 at ``pos``. Training reads ``weight``.
+
+When the teacher itself does not believe the judged positive (its score is below
+``min_positive_score``), the relative filters (``absolute_margin``, ``perc_pos``) would drop almost
+everything, so they are skipped for that query and the record is flagged ``teacher_disagrees``;
+``max_score`` still applies. On SciFact the ms-marco cross-encoder scores a few positives near 0.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class DenoiseConfig:
     max_score: float | None = None
     soft_weights: bool = False
     soft_start: float = 0.8
+    min_positive_score: float | None = None
     # candidates kept per query before denoising, as a multiple of num_negatives, so drops can be replaced
     oversample: int = 2
 

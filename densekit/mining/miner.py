@@ -226,8 +226,14 @@ def mine(dataset: BeirDataset, config: MineConfig) -> list[dict]:
         pools, extras = denoise_pools(queries, positives, corpus, pools, config)
 
     records = []
+    empty = [qid for qid in queries if not pools[qid]]
+    if empty:
+        logger.warning("%d of %d queries are left without any negative and are skipped (e.g. '%s')",
+                       len(empty), len(queries), empty[0])
     for qid in queries:
         negatives = pools[qid][:config.num_negatives]
+        if not negatives:
+            continue
         for pid in sorted(positives[qid]):
             record = {"query_id": qid, "query": queries[qid], "positive_id": pid,
                       "positive": doc_text(corpus[pid]), "negatives": negatives, **extras[qid]}
@@ -258,7 +264,11 @@ def denoise_pools(queries: dict[str, str], positives: dict[str, set[str]], corpu
         neg_scores = scores[at + n_pos:at + n_pos + n_neg]
         at += n_pos + n_neg
         pos_score = float(pos_scores.min())
-        reasons = drop_reasons(neg_scores, pos_score, cfg.absolute_margin, cfg.perc_pos, cfg.max_score)
+        disagrees = cfg.min_positive_score is not None and pos_score < cfg.min_positive_score
+        if disagrees:
+            reasons = drop_reasons(neg_scores, pos_score, max_score=cfg.max_score)
+        else:
+            reasons = drop_reasons(neg_scores, pos_score, cfg.absolute_margin, cfg.perc_pos, cfg.max_score)
         weights = soft_weights(neg_scores, pos_score, cfg.soft_start) if cfg.soft_weights else None
         kept, dropped = [], []
         for i, (neg, s, reason) in enumerate(zip(pools[qid], neg_scores, reasons, strict=True)):
@@ -273,6 +283,8 @@ def denoise_pools(queries: dict[str, str], positives: dict[str, set[str]], corpu
         n_dropped += len(dropped)
         kept_pools[qid] = kept
         extras[qid] = {"positive_teacher_score": round(pos_score, 6), "teacher": teacher.name}
+        if disagrees:
+            extras[qid]["teacher_disagrees"] = True
         if dropped:
             extras[qid]["dropped"] = dropped
     logger.info("denoising with %s dropped %d of %d candidates", teacher.name, n_dropped,

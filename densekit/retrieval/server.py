@@ -196,12 +196,15 @@ class SearchBatcher:
         self.max_queries, self.wait_s = max_queries, wait_s
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="densekit-encode")
 
     def _ensure_started(self) -> asyncio.Queue:
-        if self._task is None or self._task.done():
-            self._queue = asyncio.Queue()
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        # started lazily, and again if the app is now driven by another event loop (tests, reloaders)
+        if self._task is None or self._task.done() or self._loop is not loop:
+            self._loop, self._queue = loop, asyncio.Queue()
+            self._task = loop.create_task(self._run())
         return self._queue
 
     async def search(self, texts: list[str], k: int, state: ServingIndex) -> tuple[np.ndarray, np.ndarray]:
@@ -210,7 +213,7 @@ class SearchBatcher:
         return await future
 
     async def close(self) -> None:
-        if self._task is not None:
+        if self._task is not None and self._loop is asyncio.get_running_loop():
             self._task.cancel()
             try:
                 await self._task
@@ -218,6 +221,7 @@ class SearchBatcher:
                 pass
             self._task = None
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="densekit-encode")
 
     async def _collect(self) -> list[tuple]:
         queue, loop = self._queue, asyncio.get_running_loop()
@@ -529,7 +533,8 @@ def create_app(index: str | Path | ServingIndex, model, config: ServerConfig | N
                 422: {"description": "bad field value (empty query, k out of range, wrong type)"},
                 401: {"description": "missing API key"}, 403: {"description": "wrong API key"}}
 
-    @app.post("/search", response_model=SearchResponse, response_model_exclude_none=True, openapi_extra=search_body, responses=refusals,
+    @app.post("/search", response_model=SearchResponse, response_model_exclude_none=True,
+              openapi_extra=search_body, responses=refusals,
               summary="search the index with one or many text queries")
     async def search(request: Request):
         try:

@@ -134,10 +134,10 @@ def train(args: TrainArgs) -> Path:
 
     with atomic_dir(output) as tmp:
         model.save(str(tmp))
-        atomic_write_json(tmp / "densekit_train.json",
-                          {"args": {k: v for k, v in asdict(args).items() if k != "callbacks"}, "train_examples": len(examples),
-                           "global_step": result.global_step, "resumed_from": last, "train_loss": result.training_loss,
-                           "train_runtime_s": result.metrics.get("train_runtime")})
+        record = {"args": {k: v for k, v in asdict(args).items() if k != "callbacks"},
+                  "train_examples": len(examples), "global_step": result.global_step, "resumed_from": last,
+                  "train_loss": result.training_loss, "train_runtime_s": result.metrics.get("train_runtime")}
+        atomic_write_json(tmp / "densekit_train.json", record)
     if not args.keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)
     os.sync()

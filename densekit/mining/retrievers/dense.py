@@ -12,6 +12,7 @@ import numpy as np
 
 from densekit.data.beir import doc_text
 from densekit.embeddings import encode_cached
+from densekit.errors import DataError
 from densekit.mining.registry import RETRIEVERS
 from densekit.mining.retrievers.base import Candidates
 from densekit.models import default_cache_dir, encode, load_model
@@ -37,10 +38,21 @@ class DenseRetriever:
     cache_dir: str | None = str(default_cache_dir())
     index_type: str = "flat"
     max_seq_length: int | None = None
+    # precomputed corpus embeddings (.npy, rows in corpus order, unit norm), memory-mapped instead of encoding
+    corpus_embeddings: str | None = None
     name: str = "dense"
 
     def retrieve(self, queries: dict[str, str], corpus: dict[str, dict[str, str]], k: int) -> Candidates:
-        q_emb, doc_emb = embed_queries_and_corpus(self.model, queries, corpus, self.batch_size, self.bf16,
-                                                  self.cache_dir, self.max_seq_length)
+        if self.corpus_embeddings:
+            doc_emb = np.load(self.corpus_embeddings, mmap_mode="r", allow_pickle=False)
+            if doc_emb.ndim != 2 or len(doc_emb) != len(corpus):
+                raise DataError(f"holds {doc_emb.shape} embeddings for a corpus of {len(corpus)} documents",
+                                path=self.corpus_embeddings)
+            model = load_model(self.model, max_seq_length=self.max_seq_length)
+            q_emb = encode(model, list(queries.values()), batch_size=self.batch_size, bf16=self.bf16,
+                           desc="encode queries")
+        else:
+            q_emb, doc_emb = embed_queries_and_corpus(self.model, queries, corpus, self.batch_size, self.bf16,
+                                                      self.cache_dir, self.max_seq_length)
         index = DenseIndex.build(doc_emb, list(corpus), self.index_type)
         return dict(zip(queries, index.search_ids(q_emb, k), strict=True))

@@ -47,4 +47,20 @@ def sample_star(candidates: list[Candidate], n: int, window: tuple[int, int], rn
         picked.add(doc)
         score, rank = ranks.get(doc, (None, None))
         randoms.append((doc, score, rank, "random"))
-    return list(hard) + randoms
+    return interleave(list(hard), randoms)
+
+
+def interleave(hard: list, randoms: list) -> list:
+    """Spread the random negatives evenly among the hard ones, so any prefix keeps about the same ratio
+    (the miner merges several retrievers' lists and truncates)."""
+    total = len(hard) + len(randoms)
+    out, h, r = [], 0, 0
+    for i in range(total):
+        # take a hard one while hard ones are behind their share of the first i+1 slots
+        if h < len(hard) and (r >= len(randoms) or h * total <= i * len(hard)):
+            out.append(hard[h])
+            h += 1
+        else:
+            out.append(randoms[r])
+            r += 1
+    return out

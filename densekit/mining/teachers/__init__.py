@@ -29,7 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from densekit.io import atomic_dir
-from densekit.models import default_cache_dir
+from densekit.models import default_cache_dir, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -93,18 +93,19 @@ def packaged_mpnet_dir(cache_dir: str | Path | None = None) -> Path | None:
         if inner and inner[0] != tmp:
             for item in inner[0].iterdir():
                 item.rename(tmp / item.name)
+            inner[0].rmdir()
     return target
 
 
 def resolve_teacher_model(name_or_path: str, cache_dir: str | Path | None = None) -> str:
-    """A local folder as is; all-mpnet-base-v2 to its unpacked PyPI copy when installed; else the hub name."""
+    """A local folder as is; all-mpnet-base-v2 to its unpacked PyPI copy when installed; else as for students."""
     if Path(name_or_path).expanduser().is_dir():
         return str(Path(name_or_path).expanduser())
     if name_or_path in MPNET_NAMES:
         folder = packaged_mpnet_dir(cache_dir)
         if folder is not None:
             return str(folder)
-    return name_or_path
+    return resolve_model(name_or_path)  # the models densekit.models knows (e.g. packaged all-MiniLM-L6-v2)
 
 
 def _pair_key(query: str, doc: str) -> bytes:

@@ -21,10 +21,12 @@ def choose_nlist(n: int, nlist: int | None) -> int:
         if nlist < 1:
             raise ConfigError(f"nlist must be at least 1, got {nlist}")
         if nlist > n:
-            raise ConfigError(f"nlist={nlist} is more than the {n} vectors to index; use nlist <= {n // MIN_POINTS_PER_LIST or 1}")
+            advised = max(1, n // MIN_POINTS_PER_LIST)
+            raise ConfigError(f"nlist={nlist} is more than the {n} vectors to index; use nlist <= {advised}")
         if n < nlist * MIN_POINTS_PER_LIST:
-            logger.warning("nlist=%d wants at least %d vectors to train on, the corpus has %d; centroids will be poor "
-                           "(nlist <= %d is advised)", nlist, nlist * MIN_POINTS_PER_LIST, n, max(1, n // MIN_POINTS_PER_LIST))
+            logger.warning("nlist=%d wants at least %d vectors to train on, the corpus has %d; centroids will be "
+                           "poor (nlist <= %d is advised)", nlist, nlist * MIN_POINTS_PER_LIST, n,
+                           max(1, n // MIN_POINTS_PER_LIST))
         return nlist
     wanted = max(1, round(4 * math.sqrt(n)))
     chosen = max(1, min(wanted, n // MIN_POINTS_PER_LIST))

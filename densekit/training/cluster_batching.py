@@ -1,0 +1,141 @@
+"""Cluster-grouped batches, so in-batch negatives are hard, and in-batch false-negative masking.
+
+NGAME (Dahiya et al., "NGAME: Negative Mining-aware Mini-batching for Extreme Classification",
+WSDM 2023) and B3 (Thirukovalluru et al., "Breaking the Batch Barrier (B3) of Contrastive Learning
+via Smart Batch Mining", 2025) fill each batch with related examples instead of random ones: the
+other queries' positives then act as hard negatives for free. Here the training queries are
+clustered with spherical k-means and the clusters are visited along a nearest-centroid chain, so a
+batch holds one cluster and, when it runs out, the most similar next one.
+
+Related examples in one batch make false negatives likely (two queries citing the same paper);
+:func:`mask_in_batch_false_negatives` removes in-batch candidates that score at least as high as
+the anchor's own positive minus a margin (the GISTEmbed rule, with the model as its own guide).
+
+Use with sentence-transformers' trainer::
+
+    labels, centroids = cluster_examples(query_embeddings, n_clusters=64)
+    args = SentenceTransformerTrainingArguments(..., batch_sampler=cluster_batch_sampler(labels, centroids))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+try:  # sentence-transformers >= 6 moved the samplers into ``base``
+    from sentence_transformers.base.sampler import DefaultBatchSampler
+except ImportError:  # pragma: no cover - older sentence-transformers
+    from sentence_transformers.sampler import DefaultBatchSampler
+
+from densekit.errors import ConfigError, DataError
+from densekit.mining.clustering import assign, centroid_chain, kmeans
+
+
+def cluster_examples(embeddings: np.ndarray, n_clusters: int | None = None, seed: int = 42,
+                     niter: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, centroids): a k-means cluster id per training example (from its query embedding)."""
+    centroids = kmeans(embeddings, n_clusters, niter=niter, seed=seed)
+    return assign(embeddings, centroids), centroids
+
+
+class ClusterGroupedBatchSampler(DefaultBatchSampler):
+    """Batches drawn cluster by cluster along a nearest-centroid chain; no duplicate text within a batch.
+
+    Each epoch reshuffles the examples inside every cluster, starts the chain at a random cluster and
+    finally shuffles the order of the batches (each batch stays cluster-coherent).
+    """
+
+    def __init__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns: list[str] | None = None,
+                 generator: torch.Generator | None = None, seed: int = 0, *, labels: Sequence[int],
+                 centroids: np.ndarray | None = None,
+                 dedupe_columns: Sequence[str] = ("anchor", "positive")) -> None:
+        super().__init__(dataset, batch_size=batch_size, drop_last=drop_last,
+                         valid_label_columns=valid_label_columns, generator=generator, seed=seed)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        if len(self.labels) != len(dataset):
+            raise DataError(f"{len(self.labels)} cluster labels for {len(dataset)} training examples")
+        if batch_size < 1:
+            raise ConfigError("batch_size must be at least 1")
+        self.centroids = centroids
+        columns = [c for c in dedupe_columns if c in getattr(dataset, "column_names", [])]
+        # texts are compared by hash: cheap to hold for millions of rows
+        self.keys = [[hash(t) for t in dataset[c]] for c in columns]
+
+    def cluster_order(self, rng: np.random.Generator) -> list[int]:
+        present = np.unique(self.labels)
+        if self.centroids is None or len(present) < 2:
+            return [int(c) for c in rng.permutation(present)]
+        chain = centroid_chain(self.centroids, start=int(rng.choice(present)))
+        has = set(present.tolist())
+        return [c for c in chain if c in has]
+
+    def __iter__(self):
+        rng = np.random.default_rng(self.seed + int(getattr(self, "epoch", 0)))
+        members: dict[int, np.ndarray] = {}
+        for c in np.unique(self.labels):
+            idx = np.flatnonzero(self.labels == c)
+            members[int(c)] = rng.permutation(idx)
+        stream = [int(i) for c in self.cluster_order(rng) for i in members[c]]
+        batches: list[list[int]] = []
+        batch: list[int] = []
+        seen: set = set()
+        deferred: list[int] = []
+        for i in stream:
+            keys = {col[i] for col in self.keys}
+            if keys & seen:
+                deferred.append(i)  # a duplicate text: try it in the next batch
+                continue
+            batch.append(i)
+            seen |= keys
+            if len(batch) == self.batch_size:
+                batches.append(batch)
+                batch, seen = [], set()
+                retry, deferred = deferred, []
+                for j in retry:
+                    keys = {col[j] for col in self.keys}
+                    if keys & seen or len(batch) == self.batch_size:
+                        deferred.append(j)
+                    else:
+                        batch.append(j)
+                        seen |= keys
+        rest = batch + deferred
+        for start in range(0, len(rest), self.batch_size):
+            batches.append(rest[start:start + self.batch_size])
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        for b in rng.permutation(len(batches)):
+            yield batches[b]
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+
+def cluster_batch_sampler(labels: Sequence[int], centroids: np.ndarray | None = None,
+                          dedupe_columns: Sequence[str] = ("anchor", "positive")) -> Callable:
+    """A factory for ``SentenceTransformerTrainingArguments(batch_sampler=...)``."""
+
+    def build(dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0):
+        return ClusterGroupedBatchSampler(dataset, batch_size, drop_last, valid_label_columns, generator, seed,
+                                          labels=labels, centroids=centroids, dedupe_columns=dedupe_columns)
+
+    return build
+
+
+def mask_in_batch_false_negatives(scores: Tensor, targets: Tensor, margin: float = 0.0) -> Tensor:
+    """Set to -inf every candidate (other than the target) scoring ``>= score(target) - margin``.
+
+    ``scores`` is anchors x candidates (e.g. cosine), ``targets`` the column of each anchor's positive.
+    A copy of the positive (same text, so the same score) is always masked; ``margin > 0`` also masks
+    near-duplicates. Apply before the temperature scaling and the cross-entropy.
+    """
+    if scores.ndim != 2 or targets.ndim != 1 or len(targets) != scores.shape[0]:
+        raise ValueError("scores must be (anchors, candidates) and targets one index per anchor")
+    positive = scores.gather(1, targets[:, None])
+    mask = scores >= positive - margin
+    mask[torch.arange(len(targets), device=scores.device), targets] = False
+    return scores.masked_fill(mask, float("-inf"))
