@@ -61,3 +61,14 @@ def tiny_model_dir(tmp_path_factory, minilm_path) -> str:
     model = SentenceTransformer(modules=[word, pool], device="cpu")
     model.save(str(folder / "st"))
     return str(folder / "st")
+
+
+@pytest.fixture(scope="module")
+def one_faiss_thread():
+    """OpenMP threads spin against each other on a shared 2-core machine (10x slower k-means); tests use one."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)

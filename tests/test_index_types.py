@@ -31,12 +31,8 @@ def clustered(n: int, d: int = 32, clusters: int = 40, seed: int = 0, centers_se
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    """OpenMP threads spin against each other on a shared 2-core machine (10x slower k-means); tests use one."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
+def _faiss_single_thread(one_faiss_thread):
     yield
-    faiss.omp_set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

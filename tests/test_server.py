@@ -9,7 +9,6 @@ import threading
 import time
 from pathlib import Path
 
-import faiss
 import httpx
 import numpy as np
 import pytest
@@ -27,11 +26,8 @@ TOPICS = ["protein folding", "gene expression", "cell membranes", "immune respon
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
+def _faiss_single_thread(one_faiss_thread):
     yield
-    faiss.omp_set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
