@@ -37,9 +37,16 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: str | Path) -> Path:
+    """Lay out, write the PNG atomically and free the figure."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig.tight_layout()
     with atomic_open(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def plot_roc(samples_by_label: dict, path: str | Path) -> Path:
@@ -72,11 +79,7 @@ def plot_roc(samples_by_label: dict, path: str | Path) -> Path:
                ylabel="true positive rate (relevant pairs above threshold)")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_score_histograms(samples_by_label: dict, path: str | Path) -> Path:
@@ -96,11 +99,7 @@ def plot_score_histograms(samples_by_label: dict, path: str | Path) -> Path:
         ax.set(title=f"{label}: score distribution ({source})", xlabel="score", ylabel="density")
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left")
-    fig.tight_layout()
-    path = Path(path)
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_per_query_delta(baseline: dict[str, float], other: dict[str, float], labels: tuple[str, str],
@@ -118,11 +117,7 @@ def plot_per_query_delta(baseline: dict[str, float], other: dict[str, float], la
     ax.set(xlabel="queries, sorted by change", ylabel="nDCG@10 change",
            title=f"{labels[1]} vs {labels[0]}: {wins} better, {losses} worse, {same} same")
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    path = Path(path)
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 @dataclass
