@@ -43,3 +43,14 @@ def test_gradients_flow_through_model(tiny_model_dir):
     value.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_false_negative_margin_masks_a_copy_of_the_positive():
+    # the hard negative is the positive itself: unmasked it costs log 2, masked the loss is ~0 again
+    anchors = torch.eye(3, 6)
+    plain = InfoNCELoss(model=torch.nn.Identity(), scale=1000.0)
+    masked = InfoNCELoss(model=torch.nn.Identity(), scale=1000.0, false_negative_margin=0.0)
+    embeddings = [anchors, anchors.clone(), anchors.clone()]
+    assert plain.compute_loss_from_embeddings(embeddings).item() == pytest.approx(math.log(2), rel=1e-4)
+    assert masked.compute_loss_from_embeddings(embeddings).item() < 1e-6
+    assert masked.get_config_dict() == {"scale": 1000.0, "false_negative_margin": 0.0}

@@ -46,3 +46,13 @@ def test_unknown_loss_and_option(tiny_model_dir, tmp_path):
         train(TrainArgs(model=tiny_model_dir, data=str(data), output=str(tmp_path / "o"), loss="nope"))
     with pytest.raises(ConfigError, match="has no option"):
         train(TrainArgs(model=tiny_model_dir, data=str(data), output=str(tmp_path / "o"), loss_options={"tau": 1}))
+
+
+def test_cluster_batches_train_and_bad_setting(tiny_model_dir, tmp_path):
+    data = write_data(tmp_path / "train.jsonl", 24)
+    args = TrainArgs(model=tiny_model_dir, data=str(data), output=str(tmp_path / "out"), max_steps=3,
+                     batch_size=8, cluster_batches="auto", loss_options={"false_negative_margin": 0.1})
+    info = json.loads((train(args) / "densekit_train.json").read_text())
+    assert info["global_step"] == 3 and info["args"]["cluster_batches"] == "auto"
+    with pytest.raises(ConfigError, match="cluster_batches must be"):
+        train(TrainArgs(model=tiny_model_dir, data=str(data), output=str(tmp_path / "o2"), cluster_batches="many"))

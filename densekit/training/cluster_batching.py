@@ -115,15 +115,28 @@ class ClusterGroupedBatchSampler(DefaultBatchSampler):
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
 
+class ClusterBatchSamplerFactory:
+    """Builds the sampler for the trainer; a class, not a closure, because checkpoints pickle the training args."""
+
+    def __init__(self, labels: Sequence[int], centroids: np.ndarray | None = None,
+                 dedupe_columns: Sequence[str] = ("anchor", "positive")) -> None:
+        self.labels = list(map(int, labels))
+        self.centroids = centroids
+        self.dedupe_columns = tuple(dedupe_columns)
+
+    def __call__(self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0):
+        return ClusterGroupedBatchSampler(dataset, batch_size, drop_last, valid_label_columns, generator, seed,
+                                          labels=self.labels, centroids=self.centroids,
+                                          dedupe_columns=self.dedupe_columns)
+
+    def __repr__(self) -> str:  # shown in the trainer's logged arguments
+        return f"ClusterBatchSamplerFactory({len(set(self.labels))} clusters, {len(self.labels)} examples)"
+
+
 def cluster_batch_sampler(labels: Sequence[int], centroids: np.ndarray | None = None,
                           dedupe_columns: Sequence[str] = ("anchor", "positive")) -> Callable:
     """A factory for ``SentenceTransformerTrainingArguments(batch_sampler=...)``."""
-
-    def build(dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0):
-        return ClusterGroupedBatchSampler(dataset, batch_size, drop_last, valid_label_columns, generator, seed,
-                                          labels=labels, centroids=centroids, dedupe_columns=dedupe_columns)
-
-    return build
+    return ClusterBatchSamplerFactory(labels, centroids, dedupe_columns)
 
 
 def mask_in_batch_false_negatives(scores: Tensor, targets: Tensor, margin: float = 0.0) -> Tensor:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from densekit.data.training import load_training_examples, to_hf_dataset
+from densekit.data.training import load_training_examples
 from densekit.errors import ConfigError
 from densekit.io import atomic_dir, atomic_write_json
 from densekit.training.losses import LOSSES
@@ -48,6 +48,22 @@ class TrainArgs:
     gradcache: bool = False
     mini_batch_size: int = 16
     max_train_examples: int | None = None
+    # B3/NGAME-style batches from k-means clusters of the queries: a cluster count, "auto" (one per batch) or None
+    cluster_batches: int | str | None = None
+    # training mode (densekit.training.modes): static | star | ance | adore
+    mode: str = "static"
+    beir: str | None = None  # BEIR folder or name: corpus + qrels of `split` (star, ance, adore)
+    split: str = "train"
+    cache_dir: str | None = None  # corpus embeddings (ance, adore) and teacher scores are cached here
+    refresh_steps: int = 100  # ance: re-mine every N steps
+    refresh_fraction: float = 1.0  # ance: share of the corpus re-encoded per refresh
+    refresh_negatives: int | None = None  # ance: negatives mined per query (default: as many as trained on)
+    refresh_window: tuple[int, int] = (10, 50)
+    refresh_threads: int = 1
+    refresh_max_seq_length: int | None = None  # document length when (re-)encoding the corpus (default: model's)
+    refresh_options: dict[str, Any] = field(default_factory=dict)  # sampler, sampler_options, denoise
+    refresh_command: list[str] | None = None  # the worker command (tests replace it)
+    adore_depth: int = 200
     callbacks: list = field(default_factory=list)
 
 
@@ -88,21 +104,50 @@ def build_training_loss(args: TrainArgs, model):
     return loss
 
 
+def cluster_count(setting: int | str, n_examples: int, batch_size: int) -> int:
+    if setting == "auto":
+        return max(2, round(n_examples / batch_size))
+    try:
+        k = int(setting)
+    except (TypeError, ValueError):
+        raise ConfigError(f"cluster_batches must be a number of clusters or 'auto', got '{setting}'") from None
+    if not 2 <= k <= n_examples:
+        raise ConfigError(f"cluster_batches must be between 2 and the number of examples ({n_examples}), got {k}")
+    return k
+
+
+def cluster_sampler(model, dataset, setting: int | str, batch_size: int, seed: int):
+    """A batch sampler factory grouping examples by k-means clusters of their queries' embeddings."""
+    from densekit.training.cluster_batching import cluster_batch_sampler, cluster_examples
+
+    k = cluster_count(setting, len(dataset), batch_size)
+    embeddings = model.encode(dataset["anchor"], batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                              show_progress_bar=True)
+    labels, centroids = cluster_examples(embeddings, k, seed=seed)
+    logger.info("cluster-grouped batches: %d clusters over %d examples", len(centroids), len(dataset))
+    return cluster_batch_sampler(labels, centroids)
+
+
 def train(args: TrainArgs) -> Path:
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.training_args import BatchSamplers
+    try:
+        from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.training_args import BatchSamplers
     from transformers.trainer_utils import get_last_checkpoint
 
     from densekit.models import load_model
+    from densekit.training.modes import MODES
 
-    if not args.data:
-        raise ConfigError("train needs --data (a mined JSONL file or a datasets folder)")
-    examples = load_examples(args.data, args.data_format)
-    if args.max_train_examples:
-        examples = examples[: args.max_train_examples]
-    dataset = to_hf_dataset(examples, args.num_negatives)
+    mode = MODES.get(args.mode)
     model = load_model(args.model, max_seq_length=args.max_seq_length)
-    loss = build_training_loss(args, model)
+    setup = mode(args, model)
+    dataset, loss = setup.dataset, setup.loss
+    batch_sampler = BatchSamplers.NO_DUPLICATES
+    if args.cluster_batches:
+        if "anchor" not in dataset.column_names or args.mode == "adore":
+            raise ConfigError("cluster_batches needs anchor/positive training pairs (not --mode adore)")
+        batch_sampler = cluster_sampler(model, dataset, args.cluster_batches, args.batch_size, args.seed)
 
     output = Path(args.output)
     checkpoints = output.parent / f"{output.name}.checkpoints"
@@ -119,7 +164,7 @@ def train(args: TrainArgs) -> Path:
         weight_decay=args.weight_decay,
         bf16=args.bf16,
         seed=args.seed,
-        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        batch_sampler=batch_sampler,
         save_strategy="steps",
         save_steps=args.save_steps,
         save_total_limit=2,
@@ -128,15 +173,20 @@ def train(args: TrainArgs) -> Path:
         dataloader_drop_last=False,
         dataloader_pin_memory=False,
     )
+    callbacks = [*setup.callbacks, *args.callbacks]
     trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=dataset, loss=loss,
-                                         callbacks=args.callbacks or None)
+                                         callbacks=callbacks or None)
+    if setup.wrap_collator is not None:
+        trainer.data_collator = setup.wrap_collator(trainer.data_collator)
     result = trainer.train(resume_from_checkpoint=last)
 
     with atomic_dir(output) as tmp:
         model.save(str(tmp))
         record = {"args": {k: v for k, v in asdict(args).items() if k != "callbacks"},
-                  "train_examples": len(examples), "global_step": result.global_step, "resumed_from": last,
+                  "train_examples": setup.num_examples, "global_step": result.global_step, "resumed_from": last,
                   "train_loss": result.training_loss, "train_runtime_s": result.metrics.get("train_runtime")}
+        if setup.finish is not None:
+            record.update(setup.finish(output))
         atomic_write_json(tmp / "densekit_train.json", record)
     if not args.keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)

@@ -1,12 +1,19 @@
-"""BM25 candidates with bm25s (Lucene's scoring variant, English stemming and stop words)."""
+"""BM25 candidates: bm25s (Lucene's scoring variant, English stemming and stop words) by default, or real
+Lucene through pyserini with ``backend="lucene"`` (``pip install "densekit[lucene]"``; see
+``densekit.mining.lucene``). ``method``, ``stemmer`` and ``stopwords`` apply to bm25s only: Lucene uses
+Anserini's English analyzer (Porter stemming, Lucene's English stop words)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from densekit.data.beir import doc_text
+from densekit.errors import ConfigError
 from densekit.mining.registry import RETRIEVERS
 from densekit.mining.retrievers.base import Candidates
+
+BACKENDS = ("bm25s", "lucene")
 
 
 @RETRIEVERS.register("bm25")
@@ -17,9 +24,25 @@ class BM25Retriever:
     method: str = "lucene"
     stemmer: str | None = "english"
     stopwords: str | None = "en"
+    backend: str = "bm25s"
     name: str = "bm25"
 
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"bm25: unknown backend '{self.backend}'; choose one of: {', '.join(BACKENDS)}")
+        if self.backend == "lucene":
+            from densekit.mining import lucene
+
+            lucene.check_installed()
+
     def retrieve(self, queries: dict[str, str], corpus: dict[str, dict[str, str]], k: int) -> Candidates:
+        if self.backend == "lucene":
+            from densekit.mining import lucene
+
+            doc_ids, qids = list(corpus), list(queries)
+            return lucene.bm25_search(doc_ids, [doc_text(corpus[d]) for d in doc_ids], qids,
+                                      [queries[q] for q in qids], k, k1=self.k1, b=self.b,
+                                      threads=os.cpu_count() or 1)
         import bm25s
 
         stemmer = None

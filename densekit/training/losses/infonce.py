@@ -7,6 +7,10 @@ Henderson et al., "Efficient Natural Language Response Suggestion for Smart Repl
 For a batch of ``(query_i, positive_i, negative_i_1..n)`` every query is scored against all
 positives and all hard negatives in the batch; the loss is the cross-entropy of picking its own
 positive. Scores are cosine similarities times ``scale`` (= 1 / temperature).
+
+``false_negative_margin`` m masks every in-batch or hard candidate whose cosine with the query is at least
+the positive's minus m (a copy of the positive always is): with cluster-grouped batches the other queries'
+positives are often relevant too, and must not be pushed away.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from densekit.training.cluster_batching import mask_in_batch_false_negatives
 from densekit.training.losses import LOSSES
 
 
@@ -27,10 +32,11 @@ def cosine_scores(a: Tensor, b: Tensor) -> Tensor:
 
 @LOSSES.register("infonce")
 class InfoNCELoss(nn.Module):
-    def __init__(self, model: nn.Module, scale: float = 20.0) -> None:
+    def __init__(self, model: nn.Module, scale: float = 20.0, false_negative_margin: float | None = None) -> None:
         super().__init__()
         self.model = model
         self.scale = scale
+        self.false_negative_margin = false_negative_margin
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         embeddings = [self.model(features)["sentence_embedding"] for features in sentence_features]
@@ -39,12 +45,14 @@ class InfoNCELoss(nn.Module):
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
         anchors = embeddings[0]
         candidates = torch.cat(embeddings[1:])  # positives first, then each column of hard negatives
-        scores = cosine_scores(anchors, candidates) * self.scale
+        scores = cosine_scores(anchors, candidates)
         targets = torch.arange(len(anchors), device=anchors.device)
-        return F.cross_entropy(scores, targets)
+        if self.false_negative_margin is not None:
+            scores = mask_in_batch_false_negatives(scores, targets, self.false_negative_margin)
+        return F.cross_entropy(scores * self.scale, targets)
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"scale": self.scale}
+        return {"scale": self.scale, "false_negative_margin": self.false_negative_margin}
 
     @property
     def citation(self) -> str:

@@ -1,0 +1,152 @@
+"""Mining ablation on SciFact: one row per negative-mining strategy, every row trained and evaluated the same way.
+
+Each row mines negatives for the train queries (``densekit mine``), trains all-MiniLM-L6-v2 exactly like the
+main job (InfoNCE, 1 epoch, batch 32, lr 3e-5, 2 hard negatives, seq 128) and evaluates nDCG@10 (+ AUC) on
+the test queries at seq 256 (``densekit eval``). Every stage is skipped when its output exists, so a rerun
+resumes; the table is rewritten after each row.
+
+    python scripts/ablation_mining.py --out runs/ablation --rows none,bm25,dense,hybrid,hybrid+star
+
+Rows (see ``ROWS``): ``none`` trains on in-batch negatives only; ``st-dense`` mines with
+sentence-transformers' ``mine_hard_negatives`` (same model, window and count) for the downstream comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+COMMON_MINE = ["--data", "scifact", "--split", "train", "--num-negatives", "2", "--window", "10", "50",
+               "--cache-dir", "runs/cache"]
+DENOISE = ["--teacher", "cross-encoder", "--perc-pos", "0.95", "--min-positive-score", "0.1"]
+STAR = ["--sampler", "star", "--sampler-option", "hard_ratio=0.5"]
+
+# row -> (description, mine arguments or None, extra train arguments)
+ROWS: dict[str, tuple[str, list[str] | None, list[str]]] = {
+    "none": ("no hard negatives (in-batch only)", None, ["--num-negatives", "0"]),
+    "bm25": ("BM25 (bm25s), ranks 10-50", ["--retriever", "bm25"], []),
+    "dense": ("dense (MiniLM on FAISS), ranks 10-50", ["--retriever", "dense"], []),
+    "hybrid": ("hybrid (RRF of BM25 + dense), ranks 10-50", ["--retriever", "hybrid"], []),
+    "hybrid+star": ("hybrid + STAR (1 hard + 1 random)", ["--retriever", "hybrid", *STAR], []),
+    "hybrid+star+ce": ("hybrid + STAR + cross-encoder denoising (TopK-PercPos 0.95)",
+                       ["--retriever", "hybrid", *STAR, *DENOISE], []),
+    "hybrid+star+ce+cluster": ("hybrid + STAR + denoising + cluster-grouped batches (masked)",
+                               ["--retriever", "hybrid", *STAR, *DENOISE],
+                               ["--cluster-batches", "auto", "--loss-option", "false_negative_margin=0.1"]),
+    "dense+ce": ("dense + cross-encoder denoising (TopK-PercPos 0.95)", ["--retriever", "dense", *DENOISE], []),
+    "st-dense": ("dense, mined by sentence-transformers' mine_hard_negatives", None, []),
+}
+TRAIN = ["--epochs", "1", "--batch-size", "32", "--learning-rate", "3e-5", "--max-seq-length", "128",
+         "--save-steps", "10"]
+
+
+def sh(cmd: list[str], log: Path) -> None:
+    print("$", " ".join(cmd), flush=True)
+    with open(log, "a", encoding="utf-8") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        subprocess.run(cmd, check=True, stdout=fh, stderr=subprocess.STDOUT)
+
+
+def mine_with_st(out: Path) -> None:
+    """sentence-transformers' miner over the same corpus, written in densekit's training JSONL."""
+    import datasets
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import mine_hard_negatives
+
+    from densekit.data.beir import doc_text, load_beir
+    from densekit.io import atomic_write_jsonl
+    from densekit.models import resolve_model
+
+    dataset = load_beir("scifact", "train")
+    model = SentenceTransformer(resolve_model("all-MiniLM-L6-v2"), device="cpu")
+    rows: dict[str, list[str]] = {"anchor": [], "positive": []}
+    for qid, rels in dataset.qrels.items():
+        for doc, rel in sorted(rels.items()):
+            if rel >= 1:
+                rows["anchor"].append(dataset.queries[qid])
+                rows["positive"].append(doc_text(dataset.corpus[doc]))
+    mined = mine_hard_negatives(datasets.Dataset.from_dict(rows), model,
+                                corpus=[doc_text(d) for d in dataset.corpus.values()], range_min=9, range_max=50,
+                                num_negatives=2, sampling_strategy="top", output_format="n-tuple",
+                                batch_size=64, use_faiss=True)
+    records = [{"query": r["anchor"], "positive": r["positive"], "negatives": [r["negative_1"], r["negative_2"]]}
+               for r in mined]
+    atomic_write_jsonl(out, records)
+
+
+def run_row(name: str, out: Path) -> dict:
+    desc, mine_args, train_args = ROWS[name]
+    row = out / name
+    row.mkdir(parents=True, exist_ok=True)
+    log = row / "log.txt"
+    mined = row / "mined.jsonl"
+    timings = {}
+    if not mined.exists():
+        start = time.time()
+        if name == "none":  # the negatives are ignored (--num-negatives 0): any mined file will do
+            sh(["densekit", "mine", *COMMON_MINE, "--retriever", "bm25", "--output", str(mined)], log)
+        elif name == "st-dense":
+            mine_with_st(mined)
+        else:
+            sh(["densekit", "mine", *COMMON_MINE, *mine_args, "--output", str(mined)], log)
+        timings["mine_s"] = round(time.time() - start, 1)
+    model = row / "model"
+    if not model.exists():
+        start = time.time()
+        sh(["densekit", "train", "--model", "all-MiniLM-L6-v2", "--data", str(mined), "--output", str(model),
+            *TRAIN, *train_args], log)
+        timings["train_s"] = round(time.time() - start, 1)
+    metrics = row / "eval" / "metrics.json"
+    if not metrics.exists():
+        start = time.time()
+        sh(["densekit", "eval", "--model", str(model), "--data", "scifact", "--split", "test", "--max-seq-length",
+            "256", "--auc", "--output", str(row / "eval")], log)
+        timings["eval_s"] = round(time.time() - start, 1)
+    result = json.loads(metrics.read_text())
+    auc_path = row / "eval" / "auc.json"
+    if auc_path.exists():
+        result.update({k: v for k, v in json.loads(auc_path.read_text()).items() if k != "per_query_auc"})
+    times_path = row / "timings.json"
+    old = json.loads(times_path.read_text()) if times_path.exists() else {}
+    times_path.write_text(json.dumps({**old, **timings}, indent=2))
+    return {"row": name, "description": desc, "ndcg_at_10": result["ndcg_at_10"],
+            "recall_at_100": result["recall_at_100"], "global_auc": result.get("global_auc"),
+            "mean_per_query_auc": result.get("mean_per_query_auc"), **old, **timings}
+
+
+def write_table(out: Path, results: list[dict]) -> None:
+    lines = ["| row | negatives | nDCG@10 | R@100 | AUC |", "|---|---|---|---|---|"]
+    for r in results:
+        auc = f"{r['global_auc']:.4f}" if r.get("global_auc") is not None else "-"
+        lines.append(f"| {r['row']} | {r['description']} | {r['ndcg_at_10']:.4f} | {r['recall_at_100']:.4f} "
+                     f"| {auc} |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/ablation")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from: {', '.join(ROWS)}")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [r for r in args.rows.split(",") if r]
+    unknown = [r for r in names if r not in ROWS]
+    if unknown:
+        parser.error(f"unknown row(s): {', '.join(unknown)}")
+    results = []
+    for name in names:
+        results.append(run_row(name, out))
+        print(json.dumps(results[-1]), flush=True)
+        write_table(out, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
