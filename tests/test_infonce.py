@@ -54,3 +54,14 @@ def test_false_negative_margin_masks_a_copy_of_the_positive():
     assert plain.compute_loss_from_embeddings(embeddings).item() == pytest.approx(math.log(2), rel=1e-4)
     assert masked.compute_loss_from_embeddings(embeddings).item() < 1e-6
     assert masked.get_config_dict() == {"scale": 1000.0, "false_negative_margin": 0.0}
+
+
+def test_negative_weights_zero_drops_a_false_negative_and_one_changes_nothing():
+    anchors = torch.eye(3, 6)
+    embeddings = [anchors, anchors.clone(), anchors.clone()]  # each hard negative is a copy of the positive
+    labels = torch.tensor([2, 0, 1])  # row indices into the weight table
+    loss = InfoNCELoss(model=torch.nn.Identity(), scale=1000.0)
+    loss.negative_weights = torch.ones(3, 1)
+    assert loss.compute_loss_from_embeddings(embeddings, labels).item() == pytest.approx(math.log(2), rel=1e-4)
+    loss.negative_weights = torch.zeros(3, 1)
+    assert loss.compute_loss_from_embeddings(embeddings, labels).item() < 1e-6

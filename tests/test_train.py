@@ -56,3 +56,18 @@ def test_cluster_batches_train_and_bad_setting(tiny_model_dir, tmp_path):
     assert info["global_step"] == 3 and info["args"]["cluster_batches"] == "auto"
     with pytest.raises(ConfigError, match="cluster_batches must be"):
         train(TrainArgs(model=tiny_model_dir, data=str(data), output=str(tmp_path / "o2"), cluster_batches="many"))
+
+
+def test_negative_weights_from_a_mined_file(tiny_model_dir, tmp_path):
+    rows = [{"query": f"question {i}", "positive": f"answer {i}",
+             "negatives": [{"text": f"other {i}", "weight": 0.5}, {"text": f"more {i}", "weight": 1.0}]}
+            for i in range(12)]
+    data = tmp_path / "weighted.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    info = json.loads((train(TrainArgs(model=tiny_model_dir, data=str(data), output=str(tmp_path / "w"),
+                                       max_steps=2, batch_size=4, negative_weights=True)) / "densekit_train.json")
+                      .read_text())
+    assert info["global_step"] == 2
+    with pytest.raises(ConfigError, match="no per-negative 'weight'"):
+        train(TrainArgs(model=tiny_model_dir, data=str(write_data(tmp_path / "plain.jsonl", 8)),
+                        output=str(tmp_path / "p"), max_steps=1, negative_weights=True))

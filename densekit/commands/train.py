@@ -41,6 +41,8 @@ def add_arguments(p) -> None:
                         "false_negative_margin=0.1 to mask in-batch false negatives")
 
 
+    p.add_argument("--negative-weights", action="store_true",
+                   help="weigh each hard negative by the 'weight' of the mined file (densekit mine --soft-weights)")
     g = p.add_argument_group("training modes (--mode star | ance | adore; docs/training.md)")
     g.add_argument("--mode", default="static",
                    help="static (mined negatives, default), star (static hard + in-batch random negatives, "
@@ -90,7 +92,8 @@ def run(args) -> int:
                       save_steps=args.save_steps, resume=args.resume, data_format=args.data_format,
                       gradcache=args.gradcache, mini_batch_size=args.mini_batch_size,
                       max_train_examples=args.max_train_examples, cluster_batches=args.cluster_batches,
-                      mode=args.mode, beir=args.beir, split=args.split, cache_dir=args.cache_dir,
+                      negative_weights=args.negative_weights, mode=args.mode, beir=args.beir, split=args.split,
+                      cache_dir=args.cache_dir,
                       refresh_steps=args.refresh_steps, refresh_fraction=args.refresh_fraction,
                       refresh_negatives=args.refresh_negatives, refresh_window=tuple(args.refresh_window),
                       refresh_threads=args.refresh_threads, refresh_max_seq_length=args.refresh_max_seq_length,

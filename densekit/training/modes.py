@@ -63,7 +63,31 @@ def static_mode(args, model) -> ModeSetup:
     if args.max_train_examples:
         examples = examples[: args.max_train_examples]
     dataset = to_hf_dataset(examples, args.num_negatives)
-    return ModeSetup(dataset, build_training_loss(args, model), len(examples))
+    loss = build_training_loss(args, model)
+    if args.negative_weights:
+        dataset = attach_negative_weights(dataset, examples, loss)
+    return ModeSetup(dataset, loss, len(examples))
+
+
+def attach_negative_weights(dataset, examples, loss):
+    """Give the loss a rows x negatives weight table and the dataset a ``label`` column (the row index)."""
+    import torch
+
+    inner = getattr(loss, "loss", loss)  # through a GradCache wrapper
+    if not hasattr(inner, "negative_weights"):
+        raise ConfigError(f"loss '{type(inner).__name__}' cannot use negative weights (infonce can)")
+    columns = [c for c in dataset.column_names if c.startswith("negative_")]
+    if not columns:
+        raise ConfigError("negative weights need hard negatives in the training data")
+    if not any(e.weights for e in examples):
+        raise ConfigError("the training data has no per-negative 'weight' (mine with --soft-weights)")
+    table = torch.ones(len(examples), len(columns))
+    for r, example in enumerate(examples):
+        if example.weights:
+            for c in range(len(columns)):
+                table[r, c] = example.weights[c % len(example.weights)]
+    inner.negative_weights = table
+    return dataset.add_column("label", list(range(len(examples))))
 
 
 def _mined_rows(args):

@@ -50,6 +50,8 @@ class TrainArgs:
     max_train_examples: int | None = None
     # B3/NGAME-style batches from k-means clusters of the queries: a cluster count, "auto" (one per batch) or None
     cluster_batches: int | str | None = None
+    # static mode: use the per-negative `weight` of a mined file (densekit mine --soft-weights) in the loss
+    negative_weights: bool = False
     # training mode (densekit.training.modes): static | star | ance | adore
     mode: str = "static"
     beir: str | None = None  # BEIR folder or name: corpus + qrels of `split` (star, ance, adore)
