@@ -22,7 +22,8 @@ from pathlib import Path
 
 COMMON_MINE = ["--data", "scifact", "--split", "train", "--num-negatives", "2", "--window", "10", "50",
                "--cache-dir", "runs/cache"]
-DENOISE = ["--teacher", "cross-encoder", "--perc-pos", "0.95", "--min-positive-score", "0.1"]
+DENOISE = ["--teacher", "cross-encoder", "--teacher-option", "max_length=256", "--perc-pos", "0.95",
+           "--min-positive-score", "0.1"]
 STAR = ["--sampler", "star", "--sampler-option", "hard_ratio=0.5"]
 
 # row -> (description, mine arguments or None, extra train arguments)

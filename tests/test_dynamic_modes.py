@@ -94,7 +94,7 @@ def test_collator_takes_negatives_from_the_store_after_a_swap():
 class WaitForFile(TrainerCallback):
     """Hold training at one step until a file appears (so a slow worker surely finishes in a short test)."""
 
-    def __init__(self, path: Path, step: int, timeout: float = 300.0) -> None:
+    def __init__(self, path: Path, step: int, timeout: float = 900.0) -> None:
         self.path, self.step, self.timeout = path, step, timeout
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -103,6 +103,7 @@ class WaitForFile(TrainerCallback):
         deadline = time.time() + self.timeout
         while not self.path.exists() and time.time() < deadline:
             time.sleep(0.5)
+        time.sleep(2)  # the worker exits right after writing its result
 
 
 def test_ance_worker_picks_up_the_new_checkpoint(small_scifact, tiny_model_dir, tmp_path):
@@ -194,3 +195,34 @@ def test_star_mode_trains_and_dynamic_modes_need_qrels(small_scifact, tiny_model
         train(TrainArgs(model=tiny_model_dir, data=str(mined), output=str(tmp_path / "x"), mode="ance"))
     with pytest.raises(ConfigError, match="unknown training mode 'nope'"):
         train(TrainArgs(model=tiny_model_dir, data=str(mined), output=str(tmp_path / "x"), mode="nope"))
+
+
+def test_refresh_worker_denoises_refreshed_negatives(scifact_dir, minilm_path, tmp_path):
+    """The ANCE worker mines through densekit's miner, so a teacher drops a planted copy of a positive."""
+    from densekit.data.beir import load_beir
+    from densekit.mining.refresh import run_refresh
+    from tests.helpers import write_beir
+
+    full = load_beir(scifact_dir, "train")
+    qids = sorted(full.qrels)[1:5]
+    positives = sorted({d for q in qids for d in full.qrels[q]})
+    corpus = {d: full.corpus[d] for d in positives + [d for d in full.corpus if d not in positives][:80]}
+    qid = qids[0]
+    pid = sorted(full.qrels[qid])[0]
+    corpus["planted-dup"] = {"title": corpus[pid]["title"], "text": corpus[pid]["text"].replace(". ", ".  ")}
+    beir = write_beir(tmp_path / "beir", corpus, {q: full.queries[q] for q in qids},
+                      {"train": {q: full.qrels[q] for q in qids}})
+
+    def refresh(state: str, denoise: dict) -> dict:
+        job = {"checkpoint": minilm_path, "base_model": minilm_path, "data": str(beir), "split": "train",
+               "state_dir": str(tmp_path / state), "refresh": 0, "fraction": 1.0, "max_seq_length": 128,
+               "mine": {"num_negatives": 3, "window": [1, 10], "denoise": denoise}}
+        return run_refresh(job)
+
+    plain = refresh("plain", {})
+    assert "planted-dup" in plain["negatives"][qid] and plain["stats"]["docs_encoded"] == len(corpus)
+    teacher = {"teacher": "bi-encoder", "teacher_options": {"model": minilm_path, "max_seq_length": 128},
+               "perc_pos": 0.95}
+    denoised = refresh("denoised", teacher)
+    assert "planted-dup" not in denoised["negatives"][qid] and denoised["stats"]["denoised"]
+    assert len(denoised["negatives"][qid]) == 3  # oversampling refills the dropped one

@@ -93,6 +93,11 @@ class AnceRefresher(TrainerCallback):
             self.launch(model, step)
 
     def on_train_end(self, args, state, control, **kwargs):
+        if self._proc is not None and self._current is not None and self._result_path(self._current).exists():
+            try:  # the worker has written its result and is only exiting: take it rather than cancel it
+                self._proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
         self.poll(state.global_step)
         if self._proc is not None:  # training is done: a refresh still running would be wasted
             self._proc.terminate()
@@ -130,7 +135,7 @@ class AnceRefresher(TrainerCallback):
         rc = self._proc.returncode
         current = self._current or {}
         self._proc = None
-        out = self.state_dir / f"negatives-{current.get('refresh', 0):04d}.json"
+        out = self._result_path(current)
         if rc == 0 and out.exists():
             try:
                 self.swap(out, step, current)
@@ -146,6 +151,9 @@ class AnceRefresher(TrainerCallback):
                        current.get("refresh"), reason)
         self._record({"event": "failed", "step": step, "refresh": current.get("refresh"), "reason": reason,
                       "log_tail": tail})
+
+    def _result_path(self, current: dict) -> Path:
+        return self.state_dir / f"negatives-{current.get('refresh', 0):04d}.json"
 
     def swap(self, path: Path, step: int, current: dict) -> None:
         result = json.loads(path.read_text(encoding="utf-8"))
