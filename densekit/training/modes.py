@@ -181,6 +181,9 @@ def adore_mode(args, model) -> ModeSetup:
     from densekit.training.adore import AdoreLoss
     from densekit.training.dynamic_data import rows_from_qrels, to_row_dataset
 
+    unknown = sorted(set(args.loss_options) - {"scale", "cutoff"})
+    if unknown:
+        raise ConfigError(f"the adore loss has no option(s) {', '.join(unknown)}; it takes: scale, cutoff")
     dataset = _beir(args)
     rows = rows_from_qrels(dataset)
     if args.max_train_examples:
@@ -194,9 +197,6 @@ def adore_mode(args, model) -> ModeSetup:
     meta = {**describe_model(args.model), "max_seq_length": doc_model.max_seq_length, "trained_by": "adore"}
     del doc_model
     index = DenseIndex.build(doc_emb, doc_ids, meta=meta)
-    unknown = sorted(set(args.loss_options) - {"scale", "cutoff"})
-    if unknown:
-        raise ConfigError(f"the adore loss has no option(s) {', '.join(unknown)}; it takes: scale, cutoff")
     loss = AdoreLoss(model, index, doc_emb, rows, depth=args.adore_depth, **args.loss_options)
     output = Path(args.output)
     index_dir = output.parent / f"{output.name}-index"
