@@ -19,7 +19,7 @@ from densekit.models import encode, model_fingerprint, texts_fingerprint
 logger = logging.getLogger(__name__)
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
+def save_npy(path: Path, array: np.ndarray) -> None:
     with atomic_open(path, "wb") as handle:
         np.save(handle, array, allow_pickle=False)
 
@@ -44,10 +44,10 @@ def encode_cached(model, texts: list[str], cache_dir: str | Path | None, batch_s
             shards.append(np.load(shard_path, allow_pickle=False))
             continue
         emb = encode(model, texts[i * shard_size:(i + 1) * shard_size], batch_size=batch_size, bf16=bf16)
-        _save_npy(shard_path, emb)
+        save_npy(shard_path, emb)
         shards.append(emb)
     emb = np.concatenate(shards) if shards else encode(model, [], batch_size=batch_size)
-    _save_npy(final, emb)
+    save_npy(final, emb)
     atomic_write_json(folder / "info.json", {"count": len(texts), "dim": int(emb.shape[1]), "bf16": bf16})
     for i in range(n_shards):
         (folder / f"shard_{i:05d}.npy").unlink(missing_ok=True)

@@ -42,16 +42,9 @@ def refresh_slice(n_docs: int, fraction: float, refresh: int) -> np.ndarray:
     return (refresh * count + np.arange(count)) % n_docs
 
 
-def _save(path: Path, array: np.ndarray) -> None:
-    from densekit.io import atomic_open
-
-    with atomic_open(path, "wb", encoding=None) as handle:
-        np.save(handle, array, allow_pickle=False)
-
-
 def run_refresh(job: dict[str, Any]) -> dict[str, Any]:
     from densekit.data.beir import doc_text, load_beir
-    from densekit.embeddings import encode_cached
+    from densekit.embeddings import encode_cached, save_npy
     from densekit.io import atomic_write_json
     from densekit.mining.denoise import DenoiseConfig
     from densekit.mining.miner import MineConfig, mine
@@ -64,7 +57,6 @@ def run_refresh(job: dict[str, Any]) -> dict[str, Any]:
     texts = [doc_text(dataset.corpus[d]) for d in dataset.corpus]
     batch_size = int(job.get("batch_size", 64))
     emb_path = state / "doc_embeddings.npy"
-    encoded = 0
     if emb_path.exists():
         embeddings = np.array(np.load(emb_path, allow_pickle=False))
         if embeddings.shape[0] != len(texts):
@@ -76,8 +68,7 @@ def run_refresh(job: dict[str, Any]) -> dict[str, Any]:
     model = load_model(job["checkpoint"], max_seq_length=job.get("max_seq_length"))
     rows = refresh_slice(len(texts), float(job.get("fraction", 1.0)), refresh)
     embeddings[rows] = encode(model, [texts[i] for i in rows], batch_size=batch_size, desc="re-encode corpus")
-    encoded = len(rows)
-    _save(emb_path, embeddings)
+    save_npy(emb_path, embeddings)
     encode_s = time.perf_counter() - start
 
     options = job.get("mine", {})
@@ -96,7 +87,7 @@ def run_refresh(job: dict[str, Any]) -> dict[str, Any]:
         negatives.setdefault(record["query_id"], [n["doc_id"] for n in record["negatives"]])
     result = {"refresh": refresh, "checkpoint": job["checkpoint"], "negatives": negatives,
               "stats": {"seconds": round(time.perf_counter() - start, 2), "encode_seconds": round(encode_s, 2),
-                        "docs_encoded": encoded, "docs_total": len(texts), "queries": len(negatives),
+                        "docs_encoded": len(rows), "docs_total": len(texts), "queries": len(negatives),
                         "denoised": bool(options.get("denoise", {}).get("teacher"))}}
     atomic_write_json(state / f"negatives-{refresh:04d}.json", result)
     return result

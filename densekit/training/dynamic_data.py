@@ -29,6 +29,13 @@ class TrainingRows:
     def __len__(self) -> int:
         return len(self.query_ids)
 
+    def head(self, n: int | None) -> TrainingRows:
+        """The first ``n`` rows (all when ``n`` is falsy); the qrels are kept whole."""
+        if not n:
+            return self
+        return TrainingRows(self.query_ids[:n], self.queries[:n], self.positive_ids[:n], self.positives[:n],
+                            self.relevant, self.negative_ids[:n], self.negatives[:n])
+
 
 def rows_from_mined(path: str, dataset: BeirDataset) -> TrainingRows:
     """Rows of a ``densekit mine`` JSONL (which records ``query_id`` and ``positive_id``) with the split's qrels."""
@@ -75,24 +82,18 @@ def rows_from_qrels(dataset: BeirDataset) -> TrainingRows:
 
 def to_row_dataset(rows: TrainingRows, columns: tuple[str, ...] = ("anchor", "positive"),
                    num_negatives: int = 0):
-    """A ``datasets.Dataset`` with the text columns, ``negative_1..n`` from the rows, and ``label`` = row index."""
+    """The trainer's columns (``anchor``[, ``positive``, ``negative_1..n``]) plus ``label`` = the row index."""
     import datasets
 
-    data: dict[str, list] = {}
-    if "anchor" in columns:
-        data["anchor"] = list(rows.queries)
+    from densekit.data.training import TrainingExample, to_hf_dataset
+
     if "positive" in columns:
-        data["positive"] = list(rows.positives)
-    for i in range(num_negatives):
-        column = []
-        for r, negs in enumerate(rows.negatives):
-            if not negs:
-                raise DataError(f"training record {r + 1} (query '{rows.query_ids[r]}') has no negatives",
-                                field="negatives")
-            column.append(negs[i % len(negs)])
-        data[f"negative_{i + 1}"] = column
-    data["label"] = list(range(len(rows)))
-    return datasets.Dataset.from_dict(data)
+        examples = [TrainingExample(q, p, negs) for q, p, negs in
+                    zip(rows.queries, rows.positives, rows.negatives or [[]] * len(rows), strict=True)]
+        dataset = to_hf_dataset(examples, num_negatives)
+    else:
+        dataset = datasets.Dataset.from_dict({"anchor": list(rows.queries)})
+    return dataset.add_column("label", list(range(len(rows))))
 
 
 class NegativeStore:

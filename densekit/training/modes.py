@@ -96,17 +96,13 @@ def _mined_rows(args):
     if not args.data:
         raise ConfigError(f"--mode {args.mode} needs --data: a JSONL written by densekit mine")
     dataset = _beir(args)
-    rows = rows_from_mined(args.data, dataset)
-    if args.max_train_examples:
-        for name in ("query_ids", "queries", "positive_ids", "positives", "negative_ids", "negatives"):
-            setattr(rows, name, getattr(rows, name)[: args.max_train_examples])
-    return dataset, rows
+    return dataset, rows_from_mined(args.data, dataset).head(args.max_train_examples)
 
 
 @MODES.register("star")
 def star_mode(args, model) -> ModeSetup:
     from densekit.training.dynamic_data import to_row_dataset
-    from densekit.training.train import build_loss
+    from densekit.training.train import build_loss, with_gradcache
 
     _, rows = _mined_rows(args)
     n = _negatives_count(args, rows)
@@ -114,7 +110,7 @@ def star_mode(args, model) -> ModeSetup:
     loss = build_loss(loss_name, model, args.loss_options)
     if hasattr(loss, "rows"):
         loss.rows = rows
-    return ModeSetup(to_row_dataset(rows, ("anchor", "positive"), n), _maybe_gradcache(args, loss), len(rows))
+    return ModeSetup(to_row_dataset(rows, ("anchor", "positive"), n), with_gradcache(args, loss), len(rows))
 
 
 @MODES.register("ance")
@@ -126,7 +122,7 @@ def ance_mode(args, model) -> ModeSetup:
     from densekit.models import load_model
     from densekit.training.ance import AnceRefresher, StepTimer
     from densekit.training.dynamic_data import DynamicNegativesCollator, NegativeStore, to_row_dataset
-    from densekit.training.train import build_loss
+    from densekit.training.train import build_loss, with_gradcache
 
     dataset, rows = _mined_rows(args)
     n = _negatives_count(args, rows)
@@ -168,7 +164,7 @@ def ance_mode(args, model) -> ModeSetup:
                          "swaps": refresher.swaps, "failures": refresher.failures,
                          "negatives_version": store.version}}
 
-    return ModeSetup(to_row_dataset(rows, ("anchor", "positive")), _maybe_gradcache(args, loss), len(rows),
+    return ModeSetup(to_row_dataset(rows, ("anchor", "positive")), with_gradcache(args, loss), len(rows),
                      callbacks=[refresher, timer], wrap_collator=wrap, finish=finish)
 
 
@@ -185,10 +181,7 @@ def adore_mode(args, model) -> ModeSetup:
     if unknown:
         raise ConfigError(f"the adore loss has no option(s) {', '.join(unknown)}; it takes: scale, cutoff")
     dataset = _beir(args)
-    rows = rows_from_qrels(dataset)
-    if args.max_train_examples:
-        for name in ("query_ids", "queries", "positive_ids", "positives"):
-            setattr(rows, name, getattr(rows, name)[: args.max_train_examples])
+    rows = rows_from_qrels(dataset).head(args.max_train_examples)
     # the document encoder is a separate, frozen copy: it encodes the corpus once and is never trained
     doc_model = load_model(args.model, max_seq_length=args.refresh_max_seq_length)
     doc_ids = list(dataset.corpus)
@@ -208,10 +201,3 @@ def adore_mode(args, model) -> ModeSetup:
 
     return ModeSetup(to_row_dataset(rows, ("anchor",)), loss, len(rows), finish=finish)
 
-
-def _maybe_gradcache(args, loss):
-    if not args.gradcache:
-        return loss
-    from densekit.training.gradcache import GradCacheLoss
-
-    return GradCacheLoss(loss, mini_batch_size=args.mini_batch_size)

@@ -97,13 +97,17 @@ def build_loss(name: str, model, options: dict[str, Any]):
     return loss_cls(model, **options)
 
 
-def build_training_loss(args: TrainArgs, model):
-    loss = build_loss(args.loss, model, args.loss_options)
-    if args.gradcache:
-        from densekit.training.gradcache import GradCacheLoss
+def with_gradcache(args: TrainArgs, loss):
+    """The loss wrapped in GradCache when ``args.gradcache`` is set."""
+    if not args.gradcache:
+        return loss
+    from densekit.training.gradcache import GradCacheLoss
 
-        loss = GradCacheLoss(loss, mini_batch_size=args.mini_batch_size)
-    return loss
+    return GradCacheLoss(loss, mini_batch_size=args.mini_batch_size)
+
+
+def build_training_loss(args: TrainArgs, model):
+    return with_gradcache(args, build_loss(args.loss, model, args.loss_options))
 
 
 def cluster_count(setting: int | str, n_examples: int, batch_size: int) -> int:
