@@ -14,16 +14,24 @@ sentence-transformers' ``mine_hard_negatives`` (same model, window and count) fo
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from densekit.io import atomic_write_json
+
 COMMON_MINE = ["--data", "scifact", "--split", "train", "--num-negatives", "2", "--window", "10", "50",
                "--cache-dir", "runs/cache"]
 DENOISE = ["--teacher", "cross-encoder", "--teacher-option", "max_length=256", "--perc-pos", "0.95",
            "--min-positive-score", "0.1"]
+DENOISE_BGE = ["--teacher", "bi-encoder", "--teacher-model", "BAAI/bge-small-en",
+               "--teacher-option", "max_seq_length=512",
+               "--teacher-option", "query_prefix=Represent this sentence for searching relevant passages: ",
+               "--perc-pos", "0.95", "--oversample", "3"]
 STAR = ["--sampler", "star", "--sampler-option", "hard_ratio=0.5"]
 
 # row -> (description, mine arguments or None, extra train arguments)
@@ -39,8 +47,11 @@ ROWS: dict[str, tuple[str, list[str] | None, list[str]]] = {
                                ["--retriever", "hybrid", *STAR, *DENOISE],
                                ["--cluster-batches", "auto", "--loss-option", "false_negative_margin=0.1"]),
     "dense+ce": ("dense + cross-encoder denoising (TopK-PercPos 0.95)", ["--retriever", "dense", *DENOISE], []),
+    "dense+bge": ("dense + bi-encoder denoising (bge-small-en int8 ONNX, TopK-PercPos 0.95)",
+                  ["--retriever", "dense", *DENOISE_BGE], []),
     "st-dense": ("dense, mined by sentence-transformers' mine_hard_negatives", None, []),
 }
+DEFAULT_SEED = 42
 TRAIN = ["--epochs", "1", "--batch-size", "32", "--learning-rate", "3e-5", "--max-seq-length", "128",
          "--save-steps", "10"]
 
@@ -80,12 +91,18 @@ def mine_with_st(out: Path) -> None:
     atomic_write_jsonl(out, records)
 
 
-def run_row(name: str, out: Path) -> dict:
+def row_dir(out: Path, name: str, seed: int) -> Path:
+    """The default seed keeps the plain row folder (earlier results stay valid); other seeds get their own."""
+    return out / name if seed == DEFAULT_SEED else out / f"{name}.seed{seed}"
+
+
+def run_row(name: str, out: Path, seed: int = DEFAULT_SEED) -> dict:
     desc, mine_args, train_args = ROWS[name]
-    row = out / name
+    row = row_dir(out, name, seed)
     row.mkdir(parents=True, exist_ok=True)
     log = row / "log.txt"
-    mined = row / "mined.jsonl"
+    mined = out / name / "mined.jsonl"  # mining is deterministic: every seed trains on the same negatives
+    mined.parent.mkdir(parents=True, exist_ok=True)
     timings = {}
     if not mined.exists():
         start = time.time()
@@ -100,7 +117,7 @@ def run_row(name: str, out: Path) -> dict:
     if not model.exists():
         start = time.time()
         sh(["densekit", "train", "--model", "all-MiniLM-L6-v2", "--data", str(mined), "--output", str(model),
-            *TRAIN, *train_args], log)
+            *TRAIN, "--seed", str(seed), *train_args], log)
         timings["train_s"] = round(time.time() - start, 1)
     metrics = row / "eval" / "metrics.json"
     if not metrics.exists():
@@ -114,26 +131,54 @@ def run_row(name: str, out: Path) -> dict:
         result.update({k: v for k, v in json.loads(auc_path.read_text()).items() if k != "per_query_auc"})
     times_path = row / "timings.json"
     old = json.loads(times_path.read_text()) if times_path.exists() else {}
-    times_path.write_text(json.dumps({**old, **timings}, indent=2))
-    return {"row": name, "description": desc, "ndcg_at_10": result["ndcg_at_10"],
+    atomic_write_json(times_path, {**old, **timings})
+    return {"row": name, "seed": seed, "description": desc, "ndcg_at_10": result["ndcg_at_10"],
             "recall_at_100": result["recall_at_100"], "global_auc": result.get("global_auc"),
             "mean_per_query_auc": result.get("mean_per_query_auc"), **old, **timings}
 
 
+def collect(out: Path, names: list[str]) -> list[dict]:
+    """Every finished (row, seed) under ``out``, so the table covers runs made by other invocations too."""
+    results = []
+    for name in names:
+        for folder in sorted(out.glob(f"{glob.escape(name)}*")):
+            seed_text = folder.name[len(name):]
+            if seed_text and not seed_text.startswith(".seed"):
+                continue
+            seed = int(seed_text[len(".seed"):]) if seed_text else DEFAULT_SEED
+            metrics = folder / "eval" / "metrics.json"
+            if not metrics.exists():
+                continue
+            result = json.loads(metrics.read_text())
+            auc_path = folder / "eval" / "auc.json"
+            auc = json.loads(auc_path.read_text()).get("global_auc") if auc_path.exists() else None
+            results.append({"row": name, "seed": seed, "description": ROWS[name][0],
+                            "ndcg_at_10": result["ndcg_at_10"], "recall_at_100": result["recall_at_100"],
+                            "global_auc": auc})
+    return results
+
+
 def write_table(out: Path, results: list[dict]) -> None:
-    lines = ["| row | negatives | nDCG@10 | R@100 | AUC |", "|---|---|---|---|---|"]
-    for r in results:
-        auc = f"{r['global_auc']:.4f}" if r.get("global_auc") is not None else "-"
-        lines.append(f"| {r['row']} | {r['description']} | {r['ndcg_at_10']:.4f} | {r['recall_at_100']:.4f} "
-                     f"| {auc} |")
+    """One line per row: the default seed's scores and, over all seeds run, mean +- sample std of nDCG@10."""
+    lines = ["| row | negatives | nDCG@10 (seed 42) | R@100 | AUC | seeds | nDCG@10 mean +- std |",
+             "|---|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["row"] for r in results):
+        runs = [r for r in results if r["row"] == name]
+        first = next((r for r in runs if r["seed"] == DEFAULT_SEED), runs[0])
+        auc = f"{first['global_auc']:.4f}" if first.get("global_auc") is not None else "-"
+        scores = [r["ndcg_at_10"] for r in runs]
+        spread = f"{statistics.mean(scores):.4f} +- {statistics.stdev(scores):.4f}" if len(scores) > 1 else "-"
+        lines.append(f"| {name} | {first['description']} | {first['ndcg_at_10']:.4f} | {first['recall_at_100']:.4f} "
+                     f"| {auc} | {len(scores)} | {spread} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    atomic_write_json(out / "results.json", results)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/ablation")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from: {', '.join(ROWS)}")
+    parser.add_argument("--seeds", default=str(DEFAULT_SEED), help="comma-separated training seeds per row")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,11 +186,11 @@ def main() -> int:
     unknown = [r for r in names if r not in ROWS]
     if unknown:
         parser.error(f"unknown row(s): {', '.join(unknown)}")
-    results = []
-    for name in names:
-        results.append(run_row(name, out))
-        print(json.dumps(results[-1]), flush=True)
-        write_table(out, results)
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    for seed in seeds:
+        for name in names:
+            print(json.dumps(run_row(name, out, seed)), flush=True)
+            write_table(out, collect(out, list(ROWS)))
     return 0
 
 

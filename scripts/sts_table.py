@@ -47,7 +47,7 @@ def train_run(name: str, args, models: Path) -> Path:
     if loss in ("infonce", "mw"):
         options = {"scale": 20.0}
     train(TrainArgs(model=args.model, data=str(data), output=str(output), loss=loss, loss_options=options,
-                    epochs=1.0, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                    epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                     max_seq_length=args.max_seq_length, seed=args.seed, save_steps=10_000,
                     max_train_examples=args.max_train_examples, gradcache=args.gradcache,
                     mini_batch_size=args.mini_batch_size))
@@ -60,6 +60,35 @@ def whiten_run(source: Path, output: Path, args) -> Path:
     if not (output / "modules.json").exists():
         whiten_model(str(source), read_sentences(WIKI, args.whiten_sentences), output, dim=args.whiten_dim)
     return output
+
+
+def random_init_model(output: Path, spec: str, tokenizer_from: str) -> str:
+    """A randomly initialised BERT (``LAYERSxHIDDEN``, e.g. ``4x256``) with a pretrained tokenizer and mean
+    pooling, saved as a sentence-transformers folder: training from scratch shows the objectives' relative
+    behaviour, which an already contrastively trained model hides."""
+    if (output / "modules.json").exists():
+        return str(output)
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    try:
+        layers, hidden = (int(v) for v in spec.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--random-init expects LAYERSxHIDDEN such as 4x256, got '{spec}'") from None
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(resolve(tokenizer_from))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=max(1, hidden // 64), intermediate_size=4 * hidden,
+                        max_position_embeddings=512)
+    hf = output.parent / (output.name + "-hf")
+    BertModel(config).save_pretrained(hf)
+    tokenizer.save_pretrained(hf)
+    word = Transformer(str(hf), max_seq_length=128)
+    model = SentenceTransformer(modules=[word, Pooling(word.get_embedding_dimension(), "mean")], device="cpu")
+    model.save(str(output))
+    return str(output)
 
 
 def model_for(run: str, args, models: Path) -> str:
@@ -109,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--whiten-sentences", type=int, default=5000)
     p.add_argument("--whiten-dim", type=int, default=None)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--random-init", metavar="LAYERSxHIDDEN", default=None,
+                   help="start from a random-init BERT of this shape (with --model's tokenizer), e.g. 4x256")
     p.add_argument("--tasks", default=",".join(STS_TASKS))
     p.add_argument("--markdown", action="store_true", help="only print the table from the JSONs in --out")
     args = p.parse_args(argv)
@@ -119,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     models = out / "models"
     models.mkdir(parents=True, exist_ok=True)
+    if args.random_init:
+        args.model = random_init_model(models / "random-init", args.random_init, args.model)
     for run in runs:
         result_path = out / f"{run}.json"
         if result_path.exists():

@@ -12,6 +12,8 @@ from densekit.mining.miner import MineConfig, mine
 from densekit.mining.registry import TEACHERS
 from densekit.mining.teachers import score_pairs_cached
 
+BGE_PREFIX = "Represent this sentence for searching relevant passages: "
+
 
 def drop_reasons_examples():
     return drop_reasons(np.array([0.99, 0.9, 0.5, 0.85]), 0.92, absolute_margin=None, perc_pos=0.95,
@@ -62,6 +64,7 @@ def negatives_of(records: list[dict], qid: str) -> list[str]:
 @pytest.mark.parametrize("teacher, options", [
     ("cross-encoder", {"max_length": 128, "backend": "onnx"}),
     ("bi-encoder", {"model": "all-MiniLM-L6-v2", "max_seq_length": 128}),
+    ("bi-encoder", {"model": "BAAI/bge-small-en", "max_seq_length": 128, "query_prefix": BGE_PREFIX}),
 ])
 def test_denoising_removes_planted_duplicate(planted, teacher, options, tmp_path, minilm_path):
     dataset, qid, _ = planted
@@ -132,3 +135,21 @@ def test_mpnet_teacher_resolves_offline(tmp_path):
     scores = teacher.score([("a cat sits on the mat", "a kitten is sitting on a rug"),
                             ("a cat sits on the mat", "stock markets fell sharply today")])
     assert scores[0] > scores[1] + 0.3
+
+
+def test_onnx_bi_encoder_teacher_ranks_scifact_positives_first(scifact_dir, tmp_path):
+    """The packaged int8 bge-small-en (onnxruntime, CLS pooling): each query's judged positive outscores the
+    positives of the other queries, and the query prefix is part of the score cache's fingerprint."""
+    data = load_beir(scifact_dir, "train")
+    qids = sorted(data.qrels)[:6]
+    docs = [doc_text(data.corpus[sorted(data.qrels[q])[0]]) for q in qids]
+    teacher = TEACHERS.get("bi-encoder")(model="BAAI/bge-small-en", max_seq_length=256, query_prefix=BGE_PREFIX)
+    scores = teacher.score([(data.queries[q], d) for q in qids for d in docs]).reshape(len(qids), len(docs))
+    assert (scores.argmax(axis=1) == np.arange(len(qids))).sum() >= 5
+    assert np.all(np.abs(scores) <= 1.0 + 1e-5)  # cosine of normalised embeddings
+    plain = TEACHERS.get("bi-encoder")(model="BAAI/bge-small-en", max_seq_length=256)
+    assert plain.fingerprint() != teacher.fingerprint()
+    with pytest.raises(ConfigError, match="no ONNX export"):
+        TEACHERS.get("bi-encoder")(model=str(tmp_path), backend="onnx")
+    with pytest.raises(ConfigError, match="pooling"):
+        TEACHERS.get("bi-encoder")(model="BAAI/bge-small-en", pooling="max").score([("a", "b")])

@@ -71,3 +71,12 @@ def test_negative_weights_from_a_mined_file(tiny_model_dir, tmp_path):
     with pytest.raises(ConfigError, match="no per-negative 'weight'"):
         train(TrainArgs(model=tiny_model_dir, data=str(write_data(tmp_path / "plain.jsonl", 8)),
                         output=str(tmp_path / "p"), max_steps=1, negative_weights=True))
+
+
+def test_whitenedcse_drops_a_short_last_batch(tiny_model_dir, tmp_path):
+    # 25 sentences at batch 20: the last batch of 5 is too small to whiten the 32 channels of the tiny model
+    data = tmp_path / "sentences.txt"
+    data.write_text("".join(f"sentence number {i} about topic {i % 7}\n" for i in range(25)))
+    path = train(TrainArgs(model=tiny_model_dir, data=str(data), output=str(tmp_path / "w"), loss="whitenedcse",
+                           epochs=1.0, batch_size=20))
+    assert json.loads((path / "densekit_train.json").read_text())["global_step"] == 1

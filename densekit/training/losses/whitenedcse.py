@@ -95,6 +95,8 @@ def multi_positive_infonce(views: Tensor, temperature: float) -> Tensor:
 
 @LOSSES.register("whitenedcse")
 class WhitenedCSELoss(nn.Module):
+    needs_full_batches = True  # the trainer drops a short last batch instead of failing on it
+
     def __init__(self, model: nn.Module, temperature: float = 0.05, num_views: int = 2, group_size: int = 64,
                  eps: float = 1e-5, include_unwhitened: bool = False) -> None:
         super().__init__()
