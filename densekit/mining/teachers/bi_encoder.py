@@ -10,7 +10,6 @@ int8 ``BAAI/bge-small-en``), run with onnxruntime: the last hidden state is pool
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 from densekit.errors import ConfigError
 from densekit.mining.registry import TEACHERS
 from densekit.mining.teachers import packaged_bge_small_dir, resolve_teacher_model
+from densekit.mining.teachers.onnx_bert import onnx_session, padded_batches
 from densekit.models import encode, model_fingerprint
 
 
@@ -28,7 +28,6 @@ class OnnxBiEncoder:
     """A BERT encoder exported to ONNX (inputs input_ids/attention_mask[/token_type_ids], last_hidden_state)."""
 
     def __init__(self, folder: str | Path, max_length: int = 512, pooling: str = "cls") -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         if pooling not in ("cls", "mean"):
@@ -38,37 +37,23 @@ class OnnxBiEncoder:
         self.tokenizer.enable_truncation(max_length=max_length)
         self.tokenizer.no_padding()
         self.pooling = pooling
-        options = ort.SessionOptions()
-        threads = os.environ.get("OMP_NUM_THREADS", "")
-        if threads.isdigit() and int(threads) > 0:  # onnxruntime ignores OMP_NUM_THREADS by itself
-            options.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(folder / "model.onnx")
         self.input_names = {i.name for i in self.session.get_inputs()}
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch(list(texts))
-        order = np.argsort([len(e.ids) for e in encodings])  # length-sorted batches pad less
-        out: np.ndarray | None = None
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            width = max(len(encodings[i].ids) for i in idx)
-            feeds = {name: np.zeros((len(idx), width), dtype=np.int64)
-                     for name in ("input_ids", "attention_mask", "token_type_ids")}
-            for row, i in enumerate(idx):
-                n = len(encodings[i].ids)
-                feeds["input_ids"][row, :n] = encodings[i].ids
-                feeds["attention_mask"][row, :n] = encodings[i].attention_mask
-                feeds["token_type_ids"][row, :n] = encodings[i].type_ids
-            hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names})[0]
+        """L2-normalised embeddings, one row per text."""
+        out = np.zeros((len(texts), 0), dtype=np.float32)
+        for idx, feeds in padded_batches(self.tokenizer.encode_batch(list(texts)), batch_size, self.input_names):
+            hidden = self.session.run(None, feeds)[0]
             if self.pooling == "cls":
                 pooled = hidden[:, 0]
             else:
                 mask = feeds["attention_mask"][:, :, None].astype(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1.0)
-            if out is None:
+            if out.shape[1] == 0:
                 out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
             out[idx] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+        return out
 
 
 @TEACHERS.register("bi-encoder")

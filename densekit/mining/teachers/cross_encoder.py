@@ -20,6 +20,7 @@ import numpy as np
 from densekit.errors import ConfigError
 from densekit.mining.registry import TEACHERS
 from densekit.mining.teachers import packaged_cross_encoder_dir, resolve_teacher_model
+from densekit.mining.teachers.onnx_bert import onnx_session, padded_batches
 
 logger = logging.getLogger(__name__)
 
@@ -32,37 +33,20 @@ class OnnxCrossEncoder:
     """A BERT cross-encoder exported to ONNX (inputs input_ids/attention_mask/token_type_ids, one logit)."""
 
     def __init__(self, folder: str | Path, max_length: int = 512, threads: int | None = None) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         folder = Path(folder)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
         self.tokenizer.no_padding()
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(folder / "model.onnx"), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = onnx_session(folder / "model.onnx", threads)
         self.input_names = {i.name for i in self.session.get_inputs()}
 
     def logits(self, pairs: Sequence[tuple[str, str]], batch_size: int = 16) -> np.ndarray:
         encodings = self.tokenizer.encode_batch([(q, d) for q, d in pairs])
-        order = np.argsort([len(e.ids) for e in encodings])  # length-sorted batches pad less
         out = np.empty(len(pairs), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            width = max(len(encodings[i].ids) for i in idx)
-            feeds = {name: np.zeros((len(idx), width), dtype=np.int64)
-                     for name in ("input_ids", "attention_mask", "token_type_ids")}
-            for row, i in enumerate(idx):
-                enc = encodings[i]
-                n = len(enc.ids)
-                feeds["input_ids"][row, :n] = enc.ids
-                feeds["attention_mask"][row, :n] = enc.attention_mask
-                feeds["token_type_ids"][row, :n] = enc.type_ids
-            result = self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names})[0]
-            out[idx] = result.reshape(len(idx), -1)[:, 0]
+        for idx, feeds in padded_batches(encodings, batch_size, self.input_names):
+            out[idx] = self.session.run(None, feeds)[0].reshape(len(idx), -1)[:, 0]
         return out
 
 
