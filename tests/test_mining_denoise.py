@@ -153,3 +153,25 @@ def test_onnx_bi_encoder_teacher_ranks_scifact_positives_first(scifact_dir, tmp_
         TEACHERS.get("bi-encoder")(model=str(tmp_path), backend="onnx")
     with pytest.raises(ConfigError, match="pooling"):
         TEACHERS.get("bi-encoder")(model="BAAI/bge-small-en", pooling="max").score([("a", "b")])
+
+
+def test_short_queries_are_refilled_from_their_window(planted, tmp_path, minilm_path):
+    """oversample=1 leaves no spare candidate: dropping the planted duplicate makes the query short, and the
+    refill tops it up with the next candidates of its window, rescored and filtered like the first ones."""
+    dataset, qid, _ = planted
+    teacher = {"model": "all-MiniLM-L6-v2", "max_seq_length": 128}
+    base = dict(retrievers=["bm25"], num_negatives=3, window=(1, 10), cache_dir=str(tmp_path))
+
+    def denoised(refill: bool) -> list[dict]:
+        config = DenoiseConfig(teacher="bi-encoder", teacher_options=teacher, perc_pos=0.95, oversample=1,
+                               refill=refill)
+        return mine(dataset, MineConfig(**base, denoise=config))
+
+    short = next(r for r in denoised(False) if r["query_id"] == qid)
+    assert len(short["negatives"]) < 3 and "refilled" not in short
+    record = next(r for r in denoised(True) if r["query_id"] == qid)
+    ids = [n["doc_id"] for n in record["negatives"]]
+    assert len(ids) == 3 and len(set(ids)) == 3 and "planted-dup" not in ids
+    assert record["refilled"] >= 1
+    assert all(1 <= n["rank"] <= 10 and "teacher_score" in n for n in record["negatives"])
+    assert {d["doc_id"] for d in record["dropped"]}.isdisjoint(ids)

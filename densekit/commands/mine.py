@@ -62,6 +62,8 @@ def add_arguments(p) -> None:
                    help="soft weights fall from 1 at soft_start * positive to 0 at the positive's score")
     g.add_argument("--oversample", type=int, default=2,
                    help="candidates rescored per query, as a multiple of --num-negatives")
+    g.add_argument("--no-refill", dest="refill", action="store_false",
+                   help="do not top up a query that denoising left short of negatives from the rest of its window")
     p.add_argument("--output", required=True, help="output JSONL (read directly by densekit train)")
     add_encoding_arguments(p)
 
@@ -88,7 +90,8 @@ def mine_config(args):
                             absolute_margin=args.absolute_margin, perc_pos=args.perc_pos,
                             max_score=args.max_score,
                             min_positive_score=args.min_positive_score, soft_weights=args.soft_weights,
-                            soft_start=args.soft_start, oversample=args.oversample)
+                            soft_start=args.soft_start, oversample=args.oversample,
+                            refill=args.refill)
     return MineConfig(retrievers=args.retrievers or ["bm25", "dense"], sampler=args.sampler,
                       num_negatives=args.num_negatives, window=tuple(args.window), seed=args.seed,
                       retriever_options=retriever_options(args),

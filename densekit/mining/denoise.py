@@ -46,6 +46,9 @@ class DenoiseConfig:
     min_positive_score: float | None = None
     # candidates kept per query before denoising, as a multiple of num_negatives, so drops can be replaced
     oversample: int = 2
+    # a query left short of negatives after the filters is topped up from the next candidates of its window
+    # (rank order, every retriever), rescored and filtered the same way, until it has enough or the window ends
+    refill: bool = True
 
     @property
     def enabled(self) -> bool:

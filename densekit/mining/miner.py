@@ -12,7 +12,8 @@ With several retrievers, each one's sampled negatives are interleaved (first of 
 second of each, ...) and duplicates dropped, so every source contributes evenly. With a teacher,
 ``oversample * num_negatives`` candidates per query are rescored, the filters of ``DenoiseConfig``
 drop likely false negatives (kept in ``dropped`` for auditing) and the first ``num_negatives``
-survivors are kept.
+survivors are kept; a query left short is topped up from the next candidates of its window (``refill``, in
+rank order; such records carry ``refilled``: how many candidates were added for rescoring).
 
 Every stage is resumable: corpus embeddings are cached in shards, each retriever's candidate lists
 are cached under ``cache_dir/candidates`` and teacher scores in SQLite under ``cache_dir/teacher_scores``.
@@ -194,11 +195,13 @@ def mine(dataset: BeirDataset, config: MineConfig) -> list[dict]:
     pos_texts = {qid: {doc_text(corpus[d]) for d in pos} for qid, pos in positives.items()}
 
     per_source: dict[str, dict[str, list[dict]]] = {}
+    ranked: dict[str, dict] = {}
     doc_clusters: dict[str, int] = {}
     query_clusters: dict[str, int] = {}
     for name in config.retrievers:
         cands, d_clusters, q_clusters = retrieve_candidates(name, config.options_for(name), queries, corpus,
                                                             depth, config.cache_dir, corpus_fp)
+        ranked[name] = cands
         doc_clusters.update(d_clusters)
         query_clusters.update(q_clusters)
         rng = random.Random(config.seed)
@@ -224,6 +227,8 @@ def mine(dataset: BeirDataset, config: MineConfig) -> list[dict]:
     extras: dict[str, dict] = {qid: {} for qid in queries}
     if denoise.enabled:
         pools, extras = denoise_pools(queries, positives, corpus, pools, config)
+        if denoise.refill:
+            refill_short_pools(queries, positives, pos_texts, corpus, ranked, doc_clusters, pools, extras, config)
 
     records = []
     empty = [qid for qid in queries if not pools[qid]]
@@ -243,12 +248,67 @@ def mine(dataset: BeirDataset, config: MineConfig) -> list[dict]:
     return records
 
 
+def next_window_candidates(qid: str, ranked: dict[str, dict], positives: set[str], positive_texts: set[str],
+                           corpus: dict, window: tuple[int, int], seen: set[str], n: int,
+                           doc_clusters: dict[str, int]) -> list[dict]:
+    """Up to ``n`` unseen candidates of the query's window, best rank first, the retrievers interleaved."""
+    lists = [[{"doc_id": doc, "source": name, "rank": rank, "score": None if score is None else round(float(score), 6)}
+              for rank, (doc, score) in enumerate(cands.get(qid, []), start=1)
+              if window[0] <= rank <= window[1] and doc not in positives]
+             for name, cands in ranked.items()]
+    out: list[dict] = []
+    for group in zip_longest(*lists):
+        for cand in group:
+            if cand is None or cand["doc_id"] in seen or doc_text(corpus[cand["doc_id"]]) in positive_texts:
+                continue
+            seen.add(cand["doc_id"])
+            item = {**cand, "text": doc_text(corpus[cand["doc_id"]])}
+            if cand["doc_id"] in doc_clusters:
+                item["cluster"] = doc_clusters[cand["doc_id"]]
+            out.append(item)
+            if len(out) == n:
+                return out
+    return out
+
+
+def refill_short_pools(queries: dict[str, str], positives: dict[str, set[str]], pos_texts: dict[str, set[str]],
+                       corpus: dict, ranked: dict[str, dict], doc_clusters: dict[str, int],
+                       pools: dict[str, list[dict]], extras: dict[str, dict], config: MineConfig) -> None:
+    """Top up, in place, the pools that denoising left with fewer than ``num_negatives``."""
+    chunk = config.num_negatives * config.denoise.oversample
+    seen = {qid: {n["doc_id"] for n in pools[qid]} | {d["doc_id"] for d in extras[qid].get("dropped", [])}
+            for qid in queries}
+    rounds = 0
+    teacher = config.denoise.build_teacher()
+    while True:
+        short = [qid for qid in queries if len(pools[qid]) < config.num_negatives]
+        fresh = {qid: next_window_candidates(qid, ranked, positives[qid], pos_texts[qid], corpus, config.window,
+                                             seen[qid], chunk, doc_clusters) for qid in short}
+        fresh = {qid: cands for qid, cands in fresh.items() if cands}
+        if not fresh:
+            break
+        rounds += 1
+        subset = {qid: queries[qid] for qid in fresh}
+        kept, new_extras = denoise_pools(subset, {q: positives[q] for q in fresh}, corpus, fresh, config,
+                                         teacher=teacher, log=False)
+        for qid in fresh:
+            pools[qid] = pools[qid] + kept[qid]
+            extras[qid]["refilled"] = extras[qid].get("refilled", 0) + len(fresh[qid])
+            if new_extras[qid].get("dropped"):
+                extras[qid]["dropped"] = extras[qid].get("dropped", []) + new_extras[qid]["dropped"]
+    still = sum(1 for qid in queries if len(pools[qid]) < config.num_negatives)
+    if rounds or still:
+        logger.warning("refilled short queries from their windows in %d round(s); %d still have fewer than %d "
+                       "negatives (window exhausted: widen --window)", rounds, still, config.num_negatives)
+
+
 def denoise_pools(queries: dict[str, str], positives: dict[str, set[str]], corpus: dict,
                   pools: dict[str, list[dict]],
-                  config: MineConfig) -> tuple[dict[str, list[dict]], dict[str, dict]]:
+                  config: MineConfig, teacher=None,
+                  log: bool = True) -> tuple[dict[str, list[dict]], dict[str, dict]]:
     """Rescore each query's positives and candidate pool with the teacher and drop likely false negatives."""
     cfg = config.denoise
-    teacher = cfg.build_teacher()
+    teacher = teacher or cfg.build_teacher()
     pairs: list[tuple[str, str]] = []
     for qid, query in queries.items():
         pairs += [(query, doc_text(corpus[p])) for p in sorted(positives[qid])]
@@ -287,10 +347,12 @@ def denoise_pools(queries: dict[str, str], positives: dict[str, set[str]], corpu
             extras[qid]["teacher_disagrees"] = True
         if dropped:
             extras[qid]["dropped"] = dropped
+    if not log:
+        return kept_pools, extras
     logger.info("denoising with %s dropped %d of %d candidates", teacher.name, n_dropped,
                 sum(len(p) for p in pools.values()))
     short = sum(1 for qid in queries if len(kept_pools[qid]) < config.num_negatives)
-    if short:
+    if short and not cfg.refill:
         logger.warning("%d queries have fewer than %d negatives after denoising "
                        "(raise oversample or widen the window)",
                        short, config.num_negatives)
