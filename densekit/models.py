@@ -46,6 +46,31 @@ def load_model(name_or_path: str, device: str | None = None, max_seq_length: int
     return model
 
 
+def build_random_bert(output: str | Path, tokenizer_from: str, layers: int, hidden: int, heads: int | None = None,
+                      intermediate: int | None = None, max_position: int = 512, max_seq_length: int = 128,
+                      seed: int = 0) -> str:
+    """A randomly initialised BERT with a pretrained model's tokenizer and mean pooling, saved as a
+    sentence-transformers folder (the BERT weights in ``<output>-hf``): a start for training from scratch."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    output = Path(output)
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(tokenizer_from))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads or max(1, hidden // 64), intermediate_size=intermediate or 4 * hidden,
+                        max_position_embeddings=max_position)
+    hf = output.parent / f"{output.name}-hf"
+    BertModel(config).save_pretrained(hf)
+    tokenizer.save_pretrained(hf)
+    word = Transformer(str(hf), max_seq_length=max_seq_length)
+    model = SentenceTransformer(modules=[word, Pooling(word.get_embedding_dimension(), "mean")], device="cpu")
+    model.save(str(output))
+    return str(output)
+
+
 def model_fingerprint(model) -> str:
     """Changes whenever the weights change: a digest over the parameters (cheap next to encoding)."""
     digest = hashlib.sha256()

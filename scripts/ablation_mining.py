@@ -97,7 +97,7 @@ def row_dir(out: Path, name: str, seed: int) -> Path:
 
 
 def run_row(name: str, out: Path, seed: int = DEFAULT_SEED) -> dict:
-    desc, mine_args, train_args = ROWS[name]
+    _, mine_args, train_args = ROWS[name]
     row = row_dir(out, name, seed)
     row.mkdir(parents=True, exist_ok=True)
     log = row / "log.txt"
@@ -125,16 +125,20 @@ def run_row(name: str, out: Path, seed: int = DEFAULT_SEED) -> dict:
         sh(["densekit", "eval", "--model", str(model), "--data", "scifact", "--split", "test", "--max-seq-length",
             "256", "--auc", "--output", str(row / "eval")], log)
         timings["eval_s"] = round(time.time() - start, 1)
-    result = json.loads(metrics.read_text())
-    auc_path = row / "eval" / "auc.json"
-    if auc_path.exists():
-        result.update({k: v for k, v in json.loads(auc_path.read_text()).items() if k != "per_query_auc"})
     times_path = row / "timings.json"
     old = json.loads(times_path.read_text()) if times_path.exists() else {}
     atomic_write_json(times_path, {**old, **timings})
-    return {"row": name, "seed": seed, "description": desc, "ndcg_at_10": result["ndcg_at_10"],
-            "recall_at_100": result["recall_at_100"], "global_auc": result.get("global_auc"),
-            "mean_per_query_auc": result.get("mean_per_query_auc"), **old, **timings}
+    return {**read_result(row, name, seed), **old, **timings}
+
+
+def read_result(folder: Path, name: str, seed: int) -> dict:
+    """One finished (row, seed): its nDCG@10, R@100 and AUC figures from ``densekit eval``'s files."""
+    result = json.loads((folder / "eval" / "metrics.json").read_text())
+    auc_path = folder / "eval" / "auc.json"
+    auc = json.loads(auc_path.read_text()) if auc_path.exists() else {}
+    return {"row": name, "seed": seed, "description": ROWS[name][0], "ndcg_at_10": result["ndcg_at_10"],
+            "recall_at_100": result["recall_at_100"], "global_auc": auc.get("global_auc"),
+            "mean_per_query_auc": auc.get("mean_per_query_auc")}
 
 
 def collect(out: Path, names: list[str]) -> list[dict]:
@@ -146,15 +150,8 @@ def collect(out: Path, names: list[str]) -> list[dict]:
             if seed_text and not seed_text.startswith(".seed"):
                 continue
             seed = int(seed_text[len(".seed"):]) if seed_text else DEFAULT_SEED
-            metrics = folder / "eval" / "metrics.json"
-            if not metrics.exists():
-                continue
-            result = json.loads(metrics.read_text())
-            auc_path = folder / "eval" / "auc.json"
-            auc = json.loads(auc_path.read_text()).get("global_auc") if auc_path.exists() else None
-            results.append({"row": name, "seed": seed, "description": ROWS[name][0],
-                            "ndcg_at_10": result["ndcg_at_10"], "recall_at_100": result["recall_at_100"],
-                            "global_auc": auc})
+            if (folder / "eval" / "metrics.json").exists():
+                results.append(read_result(folder, name, seed))
     return results
 
 

@@ -63,32 +63,17 @@ def whiten_run(source: Path, output: Path, args) -> Path:
 
 
 def random_init_model(output: Path, spec: str, tokenizer_from: str) -> str:
-    """A randomly initialised BERT (``LAYERSxHIDDEN``, e.g. ``4x256``) with a pretrained tokenizer and mean
-    pooling, saved as a sentence-transformers folder: training from scratch shows the objectives' relative
-    behaviour, which an already contrastively trained model hides."""
+    """A random-init BERT of shape ``LAYERSxHIDDEN`` (e.g. ``4x256``): training from scratch shows the objectives'
+    relative behaviour, which an already contrastively trained model hides."""
     if (output / "modules.json").exists():
         return str(output)
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from densekit.models import build_random_bert
 
     try:
         layers, hidden = (int(v) for v in spec.lower().split("x"))
     except ValueError:
         raise SystemExit(f"--random-init expects LAYERSxHIDDEN such as 4x256, got '{spec}'") from None
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(resolve(tokenizer_from))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=max(1, hidden // 64), intermediate_size=4 * hidden,
-                        max_position_embeddings=512)
-    hf = output.parent / (output.name + "-hf")
-    BertModel(config).save_pretrained(hf)
-    tokenizer.save_pretrained(hf)
-    word = Transformer(str(hf), max_seq_length=128)
-    model = SentenceTransformer(modules=[word, Pooling(word.get_embedding_dimension(), "mean")], device="cpu")
-    model.save(str(output))
-    return str(output)
+    return build_random_bert(output, tokenizer_from, layers, hidden)
 
 
 def model_for(run: str, args, models: Path) -> str:

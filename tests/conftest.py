@@ -44,23 +44,11 @@ def minilm_path() -> str:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, minilm_path) -> str:
     """A 2-layer, 32-dim random BERT with all-MiniLM-L6-v2's tokenizer, saved as a sentence-transformers folder."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from densekit.models import build_random_bert
 
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny") / "bert"
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertModel(config).save_pretrained(folder / "hf")
-    tokenizer.save_pretrained(folder / "hf")
-    word = Transformer(str(folder / "hf"), max_seq_length=64)
-    pool = Pooling(word.get_embedding_dimension(), "mean")
-    model = SentenceTransformer(modules=[word, pool], device="cpu")
-    model.save(str(folder / "st"))
-    return str(folder / "st")
+    folder = tmp_path_factory.mktemp("tiny")
+    return build_random_bert(folder / "st", minilm_path, layers=2, hidden=32, heads=2, intermediate=64,
+                             max_position=128, max_seq_length=64)
 
 
 @pytest.fixture(scope="module")

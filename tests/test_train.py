@@ -80,3 +80,6 @@ def test_whitenedcse_drops_a_short_last_batch(tiny_model_dir, tmp_path):
     path = train(TrainArgs(model=tiny_model_dir, data=str(data), output=str(tmp_path / "w"), loss="whitenedcse",
                            epochs=1.0, batch_size=20))
     assert json.loads((path / "densekit_train.json").read_text())["global_step"] == 1
+    cached = train(TrainArgs(model=tiny_model_dir, data=str(data), output=str(tmp_path / "g"), loss="whitenedcse",
+                             epochs=1.0, batch_size=20, gradcache=True, mini_batch_size=8))
+    assert json.loads((cached / "densekit_train.json").read_text())["global_step"] == 1

@@ -218,10 +218,7 @@ def mine(dataset: BeirDataset, config: MineConfig) -> list[dict]:
             for neg in group:
                 if neg is not None and neg["doc_id"] not in seen:
                     seen.add(neg["doc_id"])
-                    item = {**neg, "text": doc_text(corpus[neg["doc_id"]])}
-                    if neg["doc_id"] in doc_clusters:
-                        item["cluster"] = doc_clusters[neg["doc_id"]]
-                    merged.append(item)
+                    merged.append(pool_item(neg, corpus, doc_clusters))
         pools[qid] = merged[:pool_size]
 
     extras: dict[str, dict] = {qid: {} for qid in queries}
@@ -248,6 +245,14 @@ def mine(dataset: BeirDataset, config: MineConfig) -> list[dict]:
     return records
 
 
+def pool_item(candidate: dict, corpus: dict, doc_clusters: dict[str, int]) -> dict:
+    """A candidate as it enters a query's pool: with its text and, from the cluster retriever, its cluster."""
+    item = {**candidate, "text": doc_text(corpus[candidate["doc_id"]])}
+    if candidate["doc_id"] in doc_clusters:
+        item["cluster"] = doc_clusters[candidate["doc_id"]]
+    return item
+
+
 def next_window_candidates(qid: str, ranked: dict[str, dict], positives: set[str], positive_texts: set[str],
                            corpus: dict, window: tuple[int, int], seen: set[str], n: int,
                            doc_clusters: dict[str, int]) -> list[dict]:
@@ -262,10 +267,7 @@ def next_window_candidates(qid: str, ranked: dict[str, dict], positives: set[str
             if cand is None or cand["doc_id"] in seen or doc_text(corpus[cand["doc_id"]]) in positive_texts:
                 continue
             seen.add(cand["doc_id"])
-            item = {**cand, "text": doc_text(corpus[cand["doc_id"]])}
-            if cand["doc_id"] in doc_clusters:
-                item["cluster"] = doc_clusters[cand["doc_id"]]
-            out.append(item)
+            out.append(pool_item(cand, corpus, doc_clusters))
             if len(out) == n:
                 return out
     return out

@@ -42,6 +42,10 @@ class GradCacheLoss(CachedLossMixin, nn.Module):
         self.mini_batch_size = mini_batch_size
         self.show_progress_bar = show_progress_bar
 
+    @property
+    def needs_full_batches(self) -> bool:
+        return bool(getattr(self.loss, "needs_full_batches", False))
+
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         sentence_features = list(sentence_features)
         prepare = getattr(self.loss, "prepare_batch", None)

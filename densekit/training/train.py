@@ -134,13 +134,6 @@ def cluster_sampler(model, dataset, setting: int | str, batch_size: int, seed: i
     return cluster_batch_sampler(labels, centroids)
 
 
-def needs_full_batches(loss) -> bool:
-    """Losses that cannot use a short last batch (``needs_full_batches = True``, e.g. WhitenedCSE, whose group
-    whitening needs more rows than channels per group) drop it, also under GradCache."""
-    return bool(getattr(loss, "needs_full_batches", False) or getattr(getattr(loss, "loss", None),
-                                                                      "needs_full_batches", False))
-
-
 def train(args: TrainArgs) -> Path:
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     try:
@@ -183,7 +176,8 @@ def train(args: TrainArgs) -> Path:
         save_total_limit=2,
         logging_steps=args.logging_steps,
         report_to="none",
-        dataloader_drop_last=needs_full_batches(loss),
+        # a loss that cannot use a short last batch (WhitenedCSE: more rows than channels per group) drops it
+        dataloader_drop_last=bool(getattr(loss, "needs_full_batches", False)),
         dataloader_pin_memory=False,
     )
     callbacks = [*setup.callbacks, *args.callbacks]

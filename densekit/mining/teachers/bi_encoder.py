@@ -112,18 +112,10 @@ class BiEncoderTeacher:
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         if not pairs:
             return np.zeros(0, dtype=np.float32)
-        if self.query_prefix:
-            queries = list(dict.fromkeys(self.query_prefix + q for q, _ in pairs))
-            docs = list(dict.fromkeys(d for _, d in pairs))
-            q_emb, d_emb = self._encode(queries), self._encode(docs)
-            q_row = {t: i for i, t in enumerate(queries)}
-            d_row = {t: i for i, t in enumerate(docs)}
-            q = q_emb[[q_row[self.query_prefix + p[0]] for p in pairs]]
-            d = d_emb[[d_row[p[1]] for p in pairs]]
-        else:
-            texts = list(dict.fromkeys(t for pair in pairs for t in pair))
-            emb = self._encode(texts)
-            row = {t: i for i, t in enumerate(texts)}
-            q = emb[[row[p[0]] for p in pairs]]
-            d = emb[[row[p[1]] for p in pairs]]
+        queries = list(dict.fromkeys(self.query_prefix + q for q, _ in pairs))
+        docs = list(dict.fromkeys(d for _, d in pairs))
+        q_row = {t: i for i, t in enumerate(queries)}
+        d_row = {t: i for i, t in enumerate(docs)}
+        q = self._encode(queries)[[q_row[self.query_prefix + p[0]] for p in pairs]]
+        d = self._encode(docs)[[d_row[p[1]] for p in pairs]]
         return np.einsum("ij,ij->i", q, d).astype(np.float32)
