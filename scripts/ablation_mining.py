@@ -32,6 +32,13 @@ DENOISE_BGE = ["--teacher", "bi-encoder", "--teacher-model", "BAAI/bge-small-en"
                "--teacher-option", "max_seq_length=512",
                "--teacher-option", "query_prefix=Represent this sentence for searching relevant passages: ",
                "--perc-pos", "0.95", "--oversample", "3"]
+# trust-gated: the teacher only speaks on queries where it believes the judged positive (p >= 0.5), and then
+# drops only negatives it scores above that positive
+DENOISE_GATED = ["--teacher", "cross-encoder", "--teacher-option", "max_length=256", "--perc-pos", "1.0",
+                 "--min-positive-score", "0.5"]
+# DCLR-style: nothing dropped, negatives the (trusted) teacher scores near the positive are down-weighted
+DENOISE_SOFT = ["--teacher", "cross-encoder", "--teacher-option", "max_length=256", "--soft-weights",
+                "--min-positive-score", "0.5"]
 STAR = ["--sampler", "star", "--sampler-option", "hard_ratio=0.5"]
 
 # row -> (description, mine arguments or None, extra train arguments)
@@ -47,6 +54,10 @@ ROWS: dict[str, tuple[str, list[str] | None, list[str]]] = {
                                ["--retriever", "hybrid", *STAR, *DENOISE],
                                ["--cluster-batches", "auto", "--loss-option", "false_negative_margin=0.1"]),
     "dense+ce": ("dense + cross-encoder denoising (TopK-PercPos 0.95)", ["--retriever", "dense", *DENOISE], []),
+    "dense+ce-gated": ("dense + cross-encoder denoising, trust-gated (positive >= 0.5; drop above the positive)",
+                       ["--retriever", "dense", *DENOISE_GATED], []),
+    "dense+ce-soft": ("dense + cross-encoder soft weights (DCLR-style, trust-gated, nothing dropped)",
+                      ["--retriever", "dense", *DENOISE_SOFT], ["--negative-weights"]),
     "dense+bge": ("dense + bi-encoder denoising (bge-small-en int8 ONNX, TopK-PercPos 0.95)",
                   ["--retriever", "dense", *DENOISE_BGE], []),
     "st-dense": ("dense, mined by sentence-transformers' mine_hard_negatives", None, []),

@@ -97,6 +97,18 @@ def test_denoising_removes_planted_duplicate(planted, teacher, options, tmp_path
         cls.score = original
 
 
+def test_untrusted_teacher_neither_drops_nor_down_weights(planted, tmp_path, minilm_path):
+    """Below min_positive_score the teacher does not believe the judged positive: its relative verdicts are void."""
+    dataset, qid, _ = planted
+    base = dict(retrievers=["bm25"], num_negatives=3, window=(1, 10), cache_dir=str(tmp_path))
+    denoise = DenoiseConfig(teacher="bi-encoder", teacher_options={"model": "all-MiniLM-L6-v2", "max_seq_length": 128},
+                            perc_pos=0.95, soft_weights=True, min_positive_score=2.0)  # cosine never reaches 2
+    records = mine(dataset, MineConfig(**base, denoise=denoise))
+    assert all(r["teacher_disagrees"] and "dropped" not in r for r in records)
+    assert all(n["weight"] == 1.0 for r in records for n in r["negatives"])
+    assert "planted-dup" in negatives_of(records, qid)
+
+
 def test_score_cache_scores_duplicates_once(tmp_path):
     class CountingTeacher:
         name = "counting"

@@ -32,6 +32,7 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from densekit.data.beir import BeirDataset, doc_text
@@ -331,7 +332,9 @@ def denoise_pools(queries: dict[str, str], positives: dict[str, set[str]], corpu
             reasons = drop_reasons(neg_scores, pos_score, max_score=cfg.max_score)
         else:
             reasons = drop_reasons(neg_scores, pos_score, cfg.absolute_margin, cfg.perc_pos, cfg.max_score)
-        weights = soft_weights(neg_scores, pos_score, cfg.soft_start) if cfg.soft_weights else None
+        weights = None
+        if cfg.soft_weights:  # an untrusted teacher does not down-weight anything either
+            weights = np.ones(n_neg) if disagrees else soft_weights(neg_scores, pos_score, cfg.soft_start)
         kept, dropped = [], []
         for i, (neg, s, reason) in enumerate(zip(pools[qid], neg_scores, reasons, strict=True)):
             item = {**neg, "teacher_score": round(float(s), 6)}
