@@ -73,6 +73,8 @@ def build_random_bert(output: str | Path, tokenizer_from: str, layers: int, hidd
 
 def model_fingerprint(model) -> str:
     """Changes whenever the weights change: a digest over the parameters (cheap next to encoding)."""
+    if callable(getattr(model, "fingerprint", None)):  # an encoder wrapper (e.g. onnx) names its own
+        return model.fingerprint()
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())

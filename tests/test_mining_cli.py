@@ -64,3 +64,14 @@ def test_bad_options_exit_2_with_a_clear_message(beir_folder, tmp_path, capsys, 
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_backend_flag_mines_with_the_onnx_encoder(beir_folder, tiny_model_dir, tmp_path):
+    out = tmp_path / "neg.jsonl"
+    cache = tmp_path / "cache"
+    assert main(["mine", "--data", str(beir_folder), "--model", tiny_model_dir, "--retriever", "dense",
+                 "--backend", "onnx-int8", "--num-negatives", "2", "--window", "1", "20", "--cache-dir", str(cache),
+                 "--output", str(out)]) == 0
+    pairs = sum(len(rels) for rels in load_beir(beir_folder, "train").qrels.values())
+    assert len(load_training_examples(out)) == pairs
+    assert [p.parent.name.endswith("-onnx-int8") for p in (cache / "onnx").glob("*/model.onnx")] == [True]

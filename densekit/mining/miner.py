@@ -47,7 +47,7 @@ from densekit.models import texts_fingerprint
 logger = logging.getLogger(__name__)
 
 # options the cluster retriever takes over from the dense retriever's, unless set for it
-_MODEL_KEYS = ("model", "batch_size", "bf16", "cache_dir", "max_seq_length")
+_MODEL_KEYS = ("model", "batch_size", "bf16", "cache_dir", "max_seq_length", "backend")
 
 
 @dataclass

@@ -9,6 +9,9 @@ sampling, FAISS search. Each side runs in its own fresh process, so its peak RSS
 * ``ours_cold``: ``densekit.mining.mine`` with an empty embedding cache
 * ``ours_warm``: the same command again, reusing the cached corpus embeddings (a second run with
   the same model and corpus never re-encodes)
+* ``ours_cold_onnx`` / ``ours_cold_onnx_int8``: cold runs (nothing encoded yet) with the onnxruntime encoder
+  (``--backend onnx``: fp32, the same embeddings; ``onnx-int8``: int8 weights). The model is exported to ONNX
+  once per model, like a download, before them (``export_onnx`` / ``export_onnx_int8``, timed on their own)
 
 It also reports how many of the negatives the two sides agree on (same model + window + top
 sampling should pick the same documents), which is what makes their downstream nDCG@10 comparable.
@@ -49,7 +52,11 @@ def run_side(args) -> dict:
     dataset = subset(args.data, args.split, args.max_docs, args.max_queries)
     start = time.perf_counter()
     negatives: dict[str, list[str]] = {}
-    if args.side == "st":
+    if args.side == "export":
+        from densekit.onnx_encoder import load_encoder
+
+        load_encoder(args.model, args.max_seq_length, args.backend, args.cache_dir)
+    elif args.side == "st":
         import datasets
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.util import mine_hard_negatives
@@ -80,7 +87,7 @@ def run_side(args) -> dict:
         from densekit.mining.miner import MineConfig, mine
 
         options = {"dense": {"model": args.model, "cache_dir": args.cache_dir, "batch_size": args.batch_size,
-                             "max_seq_length": args.max_seq_length}}
+                             "max_seq_length": args.max_seq_length, "backend": args.backend}}
         records = mine(dataset, MineConfig(retrievers=["dense"], sampler="top", num_negatives=args.num_negatives,
                                            window=tuple(args.window), retriever_options=options))
         for r in records:
@@ -91,12 +98,11 @@ def run_side(args) -> dict:
             "docs": len(dataset.corpus), "queries": len(dataset.qrels), "negatives": negatives}
 
 
-def child(args, side: str, cache_dir: str) -> dict:
-    cmd = [sys.executable, __file__, "--side", side, "--data", args.data, "--split", args.split,
+def child(args, side: str, cache_dir: str, backend: str = "torch") -> dict:
+    cmd = [sys.executable, __file__, "--side", side, "--backend", backend, "--data", args.data, "--split", args.split,
            "--model", args.model, "--num-negatives", str(args.num_negatives), "--window", *map(str, args.window),
            "--batch-size", str(args.batch_size), "--cache-dir", cache_dir]
-    if args.max_docs:
-        cmd += ["--max-docs", str(args.max_docs)]
+    cmd += ["--max-docs", str(args.max_docs)]  # always: 0 (all) must reach the child too
     if args.max_queries:
         cmd += ["--max-queries", str(args.max_queries)]
     if args.max_seq_length:
@@ -126,7 +132,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-seq-length", type=int, default=None)
     p.add_argument("--out", default="runs/bench/mining_vs_st.json")
-    p.add_argument("--side", choices=["st", "ours"], help=argparse.SUPPRESS)
+    p.add_argument("--side", choices=["st", "ours", "export"], help=argparse.SUPPRESS)
+    p.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -139,17 +146,29 @@ def main() -> None:
         st = child(args, "st", cache)
         cold = child(args, "ours", cache)
         warm = child(args, "ours", cache)
+        export = child(args, "export", cache, "onnx")
+        export_int8 = child(args, "export", cache, "onnx-int8")
+        onnx = child(args, "ours", cache, "onnx")  # its own embedding cache key: a cold run
+        int8 = child(args, "ours", cache, "onnx-int8")
+    runs = (("st", st), ("ours_cold", cold), ("ours_warm", warm), ("export_onnx", export),
+            ("export_onnx_int8", export_int8), ("ours_cold_onnx", onnx), ("ours_cold_onnx_int8", int8))
     result = {
         "benchmark": "mining_vs_st", "model": args.model, "split": args.split, "docs": st["docs"],
         "queries": st["queries"], "window": args.window, "num_negatives": args.num_negatives,
         "cpu_count": os.cpu_count(), "load_avg_at_end": os.getloadavg()[0],
         "runs": {name: {k: v for k, v in r.items() if k != "negatives"}
-                 for name, r in (("st", st), ("ours_cold", cold), ("ours_warm", warm))},
+                 for name, r in runs},
         "speedup_cold": round(st["wall_s"] / cold["wall_s"], 3),
+        "speedup_cold_onnx": round(st["wall_s"] / onnx["wall_s"], 3),
+        "speedup_cold_onnx_int8": round(st["wall_s"] / int8["wall_s"], 3),
         "speedup_warm": round(st["wall_s"] / warm["wall_s"], 3),
         "peak_ram_ratio_cold": round(cold["peak_rss_mb"] / st["peak_rss_mb"], 3),
         "peak_ram_ratio_warm": round(warm["peak_rss_mb"] / st["peak_rss_mb"], 3),
+        "peak_ram_ratio_cold_onnx": round(onnx["peak_rss_mb"] / st["peak_rss_mb"], 3),
+        "peak_ram_ratio_cold_onnx_int8": round(int8["peak_rss_mb"] / st["peak_rss_mb"], 3),
         "negative_agreement_with_st": agreement(cold["negatives"], st["negatives"]),
+        "onnx_agreement_with_torch": agreement(onnx["negatives"], cold["negatives"]),
+        "onnx_int8_agreement_with_torch": agreement(int8["negatives"], cold["negatives"]),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

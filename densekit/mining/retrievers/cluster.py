@@ -53,6 +53,7 @@ class ClusterRetriever:
     bf16: bool = False
     cache_dir: str | None = str(default_cache_dir())
     max_seq_length: int | None = None
+    backend: str = "torch"
     n_clusters: int | None = None  # default sqrt(corpus size)
     neighbours: int = 1
     niter: int = 20
@@ -65,7 +66,7 @@ class ClusterRetriever:
         if not corpus:
             raise DataError("cannot cluster an empty corpus")
         q_emb, doc_emb = embed_queries_and_corpus(self.model, queries, corpus, self.batch_size, self.bf16,
-                                                  self.cache_dir, self.max_seq_length)
+                                                  self.cache_dir, self.max_seq_length, self.backend)
         centroids = kmeans(doc_emb, self.n_clusters, niter=self.niter, seed=self.seed)
         scores, rows, doc_assignment = cluster_topk(q_emb, doc_emb, centroids, k, 1 + self.neighbours)
         doc_ids = list(corpus)

@@ -15,14 +15,16 @@ from densekit.embeddings import encode_cached
 from densekit.errors import DataError
 from densekit.mining.registry import RETRIEVERS
 from densekit.mining.retrievers.base import Candidates
-from densekit.models import default_cache_dir, encode, load_model
+from densekit.models import default_cache_dir, encode
+from densekit.onnx_encoder import load_encoder
 from densekit.retrieval.index import DenseIndex
 
 
 def embed_queries_and_corpus(model_name: str, queries: dict[str, str], corpus: dict[str, dict[str, str]],
                              batch_size: int, bf16: bool, cache_dir: str | None,
-                             max_seq_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    model = load_model(model_name, max_seq_length=max_seq_length)
+                             max_seq_length: int | None = None,
+                             backend: str = "torch") -> tuple[np.ndarray, np.ndarray]:
+    model = load_encoder(model_name, max_seq_length, backend, cache_dir, bf16)
     doc_emb = encode_cached(model, [doc_text(corpus[d]) for d in corpus], cache_dir,
                             batch_size=batch_size, bf16=bf16, desc="encode corpus")
     q_emb = encode(model, list(queries.values()), batch_size=batch_size, bf16=bf16, desc="encode queries")
@@ -38,6 +40,7 @@ class DenseRetriever:
     cache_dir: str | None = str(default_cache_dir())
     index_type: str = "flat"
     max_seq_length: int | None = None
+    backend: str = "torch"  # torch | onnx | onnx-int8 (densekit.onnx_encoder)
     # precomputed corpus embeddings (.npy, rows in corpus order, unit norm), memory-mapped instead of encoding
     corpus_embeddings: str | None = None
     name: str = "dense"
@@ -48,11 +51,11 @@ class DenseRetriever:
             if doc_emb.ndim != 2 or len(doc_emb) != len(corpus):
                 raise DataError(f"holds {doc_emb.shape} embeddings for a corpus of {len(corpus)} documents",
                                 path=self.corpus_embeddings)
-            model = load_model(self.model, max_seq_length=self.max_seq_length)
+            model = load_encoder(self.model, self.max_seq_length, self.backend, self.cache_dir, self.bf16)
             q_emb = encode(model, list(queries.values()), batch_size=self.batch_size, bf16=self.bf16,
                            desc="encode queries")
         else:
             q_emb, doc_emb = embed_queries_and_corpus(self.model, queries, corpus, self.batch_size, self.bf16,
-                                                      self.cache_dir, self.max_seq_length)
+                                                      self.cache_dir, self.max_seq_length, self.backend)
         index = DenseIndex.build(doc_emb, list(corpus), self.index_type)
         return dict(zip(queries, index.search_ids(q_emb, k), strict=True))
