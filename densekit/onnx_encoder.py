@@ -34,6 +34,19 @@ _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _MAX_ONNX_BATCH = 16
 
 
+def onnx_session(model_file: str | Path, threads: int | None = None, memory_pattern: bool = True):
+    """A CPU onnxruntime session; ``threads`` defaults to ``$OMP_NUM_THREADS`` (onnxruntime ignores it itself)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.enable_mem_pattern = memory_pattern
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    threads = threads or (int(env) if env.isdigit() and int(env) > 0 else None)
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+
+
 def load_encoder(name_or_path: str, max_seq_length: int | None = None, backend: str = "torch",
                  cache_dir: str | Path | None = None, bf16: bool = False):
     """A sentence-transformers model (``torch``) or an :class:`OnnxEncoder` around it; both have ``encode``."""
@@ -99,15 +112,12 @@ class OnnxEncoder:
     device = "cpu"
 
     def __init__(self, model, quantize: bool = False, cache_dir: str | Path | None = None) -> None:
-        from densekit.mining.teachers.onnx_bert import onnx_session
-
         first = model[0]
         if not hasattr(first, "model") or "input_ids" not in model.preprocess(["probe"]):
             raise ConfigError("the onnx backends need a text model whose first module is a sentence-transformers "
                               f"Transformer; got {type(first).__name__}")
         self.model = model
         self.backend = "onnx-int8" if quantize else "onnx"
-        self.max_seq_length = model.max_seq_length
         self._fingerprint = f"{model_fingerprint(model)}-{self.backend}"
         self._scratch = None
         if cache_dir is None:

@@ -17,6 +17,7 @@ import logging
 from densekit.commands._common import add_encoding_arguments, cache_dir, parse_key_values
 from densekit.data.beir import load_beir
 from densekit.io import atomic_write_jsonl
+from densekit.onnx_encoder import BACKENDS
 
 NAME = "mine"
 HELP = "mine hard negatives (BM25, dense, hybrid or cluster candidates; top, random or STAR sampling; " \
@@ -33,7 +34,7 @@ def add_arguments(p) -> None:
                         "(default: bm25 and dense)")
     p.add_argument("--model", default="all-MiniLM-L6-v2",
                    help="model for the dense, hybrid and cluster retrievers")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"],
+    p.add_argument("--backend", default="torch", choices=BACKENDS,
                    help="how the dense/cluster model encodes: torch, onnx (fp32, same embeddings, faster on CPU) "
                         "or onnx-int8 (int8 weights, fastest, cosine ~0.995 to fp32)")
     p.add_argument("--sampler", default="top", help="how negatives are picked: top, random-in-window, star")

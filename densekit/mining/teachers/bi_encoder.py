@@ -20,8 +20,9 @@ import numpy as np
 from densekit.errors import ConfigError
 from densekit.mining.registry import TEACHERS
 from densekit.mining.teachers import packaged_bge_small_dir, resolve_teacher_model
-from densekit.mining.teachers.onnx_bert import onnx_session, padded_batches
+from densekit.mining.teachers.onnx_bert import padded_batches
 from densekit.models import encode, model_fingerprint
+from densekit.onnx_encoder import onnx_session
 
 
 class OnnxBiEncoder:

@@ -20,7 +20,8 @@ import numpy as np
 from densekit.errors import ConfigError
 from densekit.mining.registry import TEACHERS
 from densekit.mining.teachers import packaged_cross_encoder_dir, resolve_teacher_model
-from densekit.mining.teachers.onnx_bert import onnx_session, padded_batches
+from densekit.mining.teachers.onnx_bert import padded_batches
+from densekit.onnx_encoder import onnx_session
 
 logger = logging.getLogger(__name__)
 

@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
-
-
-def onnx_session(model_file: str | Path, threads: int | None = None, memory_pattern: bool = True):
-    """A CPU onnxruntime session; ``threads`` defaults to ``$OMP_NUM_THREADS`` (onnxruntime ignores it itself)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.enable_mem_pattern = memory_pattern
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    threads = threads or (int(env) if env.isdigit() and int(env) > 0 else None)
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
 
 
 def padded_batches(encodings: Sequence, batch_size: int,
