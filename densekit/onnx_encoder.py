@@ -14,7 +14,6 @@ sentence-transformers' own ``backend="onnx"`` needs ``optimum``, which does not 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -25,9 +24,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from densekit.errors import ConfigError
-from densekit.models import load_model, model_fingerprint
+from densekit.models import model_fingerprint
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # onnxruntime's arena keeps the largest activations it has seen; on a CPU, batches of 16 encode as fast as 32
 # and hold a third less memory (MiniLM, 256 tokens: peak RSS 1.05 GB instead of 1.34 GB)
@@ -45,24 +43,6 @@ def onnx_session(model_file: str | Path, threads: int | None = None, memory_patt
     if threads:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
-
-
-def load_encoder(name_or_path: str, max_seq_length: int | None = None, backend: str = "torch",
-                 cache_dir: str | Path | None = None, bf16: bool = False):
-    """A sentence-transformers model (``torch``) or an :class:`OnnxEncoder` around it; both have ``encode``."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown encoder backend '{backend}'; choose from: {', '.join(BACKENDS)}")
-    if backend != "torch" and bf16:
-        raise ConfigError(f"bf16 applies to the torch backend only, not to '{backend}'")
-    if backend == "torch":
-        return load_model(name_or_path, max_seq_length=max_seq_length)
-    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ConfigError(f"backend '{backend}' needs {' and '.join(missing)}: pip install 'densekit[onnx]'")
-    model = load_model(name_or_path, device="cpu", max_seq_length=max_seq_length)
-    encoder = OnnxEncoder(model, quantize=backend == "onnx-int8", cache_dir=cache_dir)
-    encoder.release_torch_weights()
-    return encoder
 
 
 def export_onnx(model, output: Path, quantize: bool) -> Path:
@@ -137,6 +117,10 @@ class OnnxEncoder:
 
     def fingerprint(self) -> str:
         return self._fingerprint
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.model.max_seq_length
 
     def get_sentence_embedding_dimension(self) -> int:
         dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension

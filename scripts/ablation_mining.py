@@ -26,7 +26,7 @@ from densekit.io import atomic_write_json
 
 COMMON_MINE = ["--data", "scifact", "--split", "train", "--num-negatives", "2", "--window", "10", "50",
                "--cache-dir", "runs/cache"]
-DENOISE = ["--teacher", "cross-encoder", "--teacher-option", "max_length=256", "--perc-pos", "0.95",
+DENOISE = ["--teacher", "cross-encoder", "--teacher-option", "max_seq_length=256", "--perc-pos", "0.95",
            "--min-positive-score", "0.1"]
 DENOISE_BGE = ["--teacher", "bi-encoder", "--teacher-model", "BAAI/bge-small-en",
                "--teacher-option", "max_seq_length=512",
@@ -34,10 +34,10 @@ DENOISE_BGE = ["--teacher", "bi-encoder", "--teacher-model", "BAAI/bge-small-en"
                "--perc-pos", "0.95", "--oversample", "3"]
 # trust-gated: the teacher only speaks on queries where it believes the judged positive (p >= 0.5), and then
 # drops only negatives it scores above that positive
-DENOISE_GATED = ["--teacher", "cross-encoder", "--teacher-option", "max_length=256", "--perc-pos", "1.0",
+DENOISE_GATED = ["--teacher", "cross-encoder", "--teacher-option", "max_seq_length=256", "--perc-pos", "1.0",
                  "--min-positive-score", "0.5"]
 # DCLR-style: nothing dropped, negatives the (trusted) teacher scores near the positive are down-weighted
-DENOISE_SOFT = ["--teacher", "cross-encoder", "--teacher-option", "max_length=256", "--soft-weights",
+DENOISE_SOFT = ["--teacher", "cross-encoder", "--teacher-option", "max_seq_length=256", "--soft-weights",
                 "--min-positive-score", "0.5"]
 STAR = ["--sampler", "star", "--sampler-option", "hard_ratio=0.5"]
 

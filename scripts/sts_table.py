@@ -36,7 +36,8 @@ NLI_RUNS = {"simcse-sup": "simcse-sup", "infonce-nli": "infonce", "mw-nli": "mw"
 
 
 def train_run(name: str, args, models: Path) -> Path:
-    from densekit.training.train import TrainArgs, train
+    from densekit.training.config import TrainConfig
+    from densekit.training.train import train
 
     output = models / name
     if (output / "modules.json").exists():
@@ -46,11 +47,11 @@ def train_run(name: str, args, models: Path) -> Path:
     options = {}
     if loss in ("infonce", "mw"):
         options = {"scale": 20.0}
-    train(TrainArgs(model=args.model, data=str(data), output=str(output), loss=loss, loss_options=options,
-                    epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                    max_seq_length=args.max_seq_length, seed=args.seed, save_steps=10_000,
-                    max_train_examples=args.max_train_examples, gradcache=args.gradcache,
-                    mini_batch_size=args.mini_batch_size))
+    train(TrainConfig.from_options(model=args.model, data=str(data), output=str(output), loss=loss,
+                                   loss_option=options, epochs=args.epochs, batch_size=args.batch_size,
+                                   learning_rate=args.learning_rate, max_seq_length=args.max_seq_length,
+                                   seed=args.seed, save_steps=10_000, max_train_examples=args.max_train_examples,
+                                   gradcache=args.gradcache, mini_batch_size=args.mini_batch_size))
     return output
 
 

@@ -47,3 +47,10 @@ def scifact_subset(scifact_dir: Path, target: Path, n_queries: int = 40, n_docs:
     keep_docs.update(rng.sample(others, max(0, n_docs - len(keep_docs))))
     sub_corpus = {d: corpus[d] for d in corpus if d in keep_docs}
     return write_beir(target, sub_corpus, {q: queries[q] for q in queries if q in keep_queries}, qrels)
+
+
+def mine_json(dataset, config) -> list[dict]:
+    """``densekit.mining.miner.mine`` as the JSONL file holds it (one dict per record)."""
+    from densekit.mining.miner import mine
+
+    return [record.to_json() for record in mine(dataset, config)]

@@ -31,16 +31,49 @@ def test_bad_data_error_is_clean(tmp_path, capsys):
 
 
 def test_yaml_values_and_flag_override(tmp_path):
+    import argparse
+
     import yaml
 
-    from densekit.cli import build_parser, load_yaml_config
+    from densekit.cli import commands, load_config, resolve
+    from densekit.errors import ConfigError
 
-    _, subparsers = build_parser()
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"mine": {"data": "d", "output": "o", "window": [5, 9], "num-negatives": 2},
+    cfg.write_text(yaml.safe_dump({"mine": {"data": "d", "output": "o", "window": [5, 9], "num-negatives": 2,
+                                            "no-refill": True, "retriever-option": {"bm25.k1": 1.2}},
                                    "train": {"epochs": 3}}))
-    values = load_yaml_config(str(cfg), "mine", subparsers["mine"])
-    assert values == {"data": "d", "output": "o", "window": [5, 9], "num_negatives": 2}
-    with pytest.raises(Exception, match="expects int"):
-        cfg.write_text("num_negatives: lots\n")
-        load_yaml_config(str(cfg), "mine", subparsers["mine"])
+    assert load_config(str(cfg), "mine")["window"] == [5, 9]
+    module = commands()["mine"]
+    files, mine, denoise, encoder = resolve(module, argparse.Namespace(command="mine", config=str(cfg),
+                                                                       log_level="INFO", num_negatives=7))
+    assert (files.data, files.output) == ("d", "o")
+    assert mine.window == (5, 9) and mine.num_negatives == 7  # the flag wins over the file
+    assert mine.retriever_options == {"bm25": {"k1": 1.2}} and denoise.refill is False
+    assert encoder.batch_size == 64
+    cfg.write_text("num_negatives: lots\n")
+    with pytest.raises(ConfigError, match="'--num-negatives' expects int"):
+        resolve(module, argparse.Namespace(command="mine", config=str(cfg), log_level="INFO"))
+
+
+def test_train_flags_and_yaml_reach_the_trainer(tmp_path):
+    """densekit's own train options and the trainer's (TrainingArguments) come from the same flags and keys."""
+    import yaml
+
+    from densekit.cli import build_parser, commands, resolve
+
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(yaml.safe_dump({"train": {"model": "m", "data": "d.jsonl", "output": "o", "batch-size": 16,
+                                             "epochs": 2, "report_to": "none", "loss-option": {"scale": 30}}}))
+    parsed = build_parser().parse_args(["train", "--config", str(cfg), "--lr", "1e-4", "--max_steps", "7",
+                                        "--mode", "ance", "--refresh-window", "1", "20"])
+    groups = {type(g).__name__: g for g in resolve(commands()["train"], parsed)}
+    trainer = groups["TrainerOptions"]
+    assert (trainer.per_device_train_batch_size, trainer.num_train_epochs, trainer.learning_rate,
+            trainer.max_steps) == (16, 2.0, 1e-4, 7)
+    assert groups["LossOptions"].loss_options == {"scale": 30}
+    assert groups["AnceOptions"].refresh_window == (1, 20) and groups["ModeOptions"].mode == "ance"
+
+
+def test_missing_required_option_is_named(capsys):
+    assert main(["index", "--model", "m", "--data", "d"]) == 2
+    assert "missing required option --output" in capsys.readouterr().err

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from densekit.data.beir import doc_text, load_beir, load_qrels
-from densekit.data.training import load_training_examples, to_hf_dataset
+from densekit.data.training import read_training_records, to_hf_dataset
 from densekit.errors import DataError
 from tests.helpers import write_beir
 
@@ -88,8 +88,9 @@ def test_training_jsonl_formats(tmp_path):
     rows = [{"query": "q", "positive": "p", "negatives": ["n1", {"text": "n2", "doc_id": "7", "weight": 0.5}]},
             {"anchor": "q2", "positive": "p2", "negatives": ["m1"]}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    examples = load_training_examples(path)
-    assert examples[0].negatives == ["n1", "n2"] and examples[0].weights == [1.0, 0.5]
+    examples = read_training_records(path)
+    assert examples[0].negative_texts == ["n1", "n2"] and examples[0].weights == [1.0, 0.5]
+    assert examples[0].negative_ids == ["7"] and examples[0].negatives[1].doc_id == "7"
     assert examples[1].query == "q2"
     ds = to_hf_dataset(examples, num_negatives=2)
     assert ds.column_names == ["anchor", "positive", "negative_1", "negative_2"]
@@ -107,7 +108,7 @@ def test_training_bad_records(tmp_path, row, field):
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps({"query": "ok", "positive": "ok"}) + "\n" + json.dumps(row) + "\n")
     with pytest.raises(DataError) as info:
-        load_training_examples(path)
+        read_training_records(path)
     assert info.value.line == 2 and info.value.field == field
 
 
@@ -115,5 +116,34 @@ def test_training_hf_dataset_folder(tmp_path):
     import datasets
 
     datasets.Dataset.from_dict({"anchor": ["a"], "positive": ["b"], "negative": ["c"]}).save_to_disk(tmp_path / "hf")
-    examples = load_training_examples(tmp_path / "hf")
-    assert examples[0].query == "a" and examples[0].negatives == ["c"]
+    examples = read_training_records(tmp_path / "hf")
+    assert examples[0].query == "a" and examples[0].negative_texts == ["c"]
+
+
+def test_a_mined_record_round_trips(tmp_path):
+    """What densekit mine writes is read back into the same typed record, audit trail included."""
+    from densekit.data.training import Negative, TrainingRecord
+    from densekit.io import atomic_write_jsonl
+
+    record = TrainingRecord("q", "p", [Negative("n", doc_id="d1", source="bm25", rank=3, score=1.5, teacher_score=0.2,
+                                                weight=0.5, cluster=4)], query_id="q1", positive_id="d0",
+                            audit={"positive_teacher_score": 0.9, "teacher": "cross-encoder",
+                                   "dropped": [{"doc_id": "d9", "reason": "perc_pos"}]})
+    atomic_write_jsonl(tmp_path / "m.jsonl", [record.to_json()])
+    [back] = read_training_records(tmp_path / "m.jsonl")
+    back.where = None
+    assert back == record
+
+
+@pytest.mark.parametrize(("negative", "field"), [
+    ({"text": "n", "weight": 1.5}, "negatives[0].weight"),
+    ({"text": "n", "weight": "heavy"}, "negatives[0].weight"),
+    ({"text": "n", "rank": "first"}, "negatives[0].rank"),
+    ({"text": "n", "doc_id": ["x"]}, "negatives[0].doc_id"),
+])
+def test_bad_audit_fields_name_the_field(tmp_path, negative, field):
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"query": "q", "positive": "p", "negatives": [negative]}) + "\n")
+    with pytest.raises(DataError) as info:
+        read_training_records(path)
+    assert info.value.line == 1 and info.value.field == field

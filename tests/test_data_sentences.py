@@ -3,15 +3,15 @@
 import pytest
 
 from densekit.data.sentences import detect_format, load_nli_triplets, load_unlabeled_pairs
+from densekit.data.training import read_training_data
 from densekit.errors import DataError
-from densekit.training.train import load_examples
 
 
 def test_unlabeled_lines_become_twin_pairs(tmp_path):
     path = tmp_path / "s.txt"
     path.write_text("first sentence\n\n  second one  \n")
     examples = load_unlabeled_pairs(path)
-    assert [(e.query, e.positive, e.negatives) for e in examples] == [
+    assert [(e.query, e.positive, e.negative_texts) for e in examples] == [
         ("first sentence", "first sentence", []), ("second one", "second one", [])]
     assert len(load_unlabeled_pairs(path, max_sentences=1)) == 1
 
@@ -26,7 +26,7 @@ def test_nli_csv_with_quoted_commas(tmp_path):
     path = tmp_path / "nli.csv"
     path.write_text('sent0,sent1,hard_neg\n"A man, smiling.",A man smiles.,Nobody smiles.\n')
     [example] = load_nli_triplets(path)
-    assert (example.query, example.positive, example.negatives) == ("A man, smiling.", "A man smiles.",
+    assert (example.query, example.positive, example.negative_texts) == ("A man, smiling.", "A man smiles.",
                                                                     ["Nobody smiles."])
 
 
@@ -43,9 +43,9 @@ def test_nli_csv_errors_name_line_and_field(tmp_path):
 
 
 def test_real_files(data_dir):
-    nli = load_examples(str(data_dir / "nli" / "snli_devtest_triplets.csv"))
+    nli = read_training_data(str(data_dir / "nli" / "snli_devtest_triplets.csv"))
     assert len(nli) == 6339 and all(len(e.negatives) == 1 for e in nli)
-    wiki = load_examples(str(data_dir / "unlabeled" / "wiki1m_for_simcse_head11914.txt"))
+    wiki = read_training_data(str(data_dir / "unlabeled" / "wiki1m_for_simcse_head11914.txt"))
     assert len(wiki) == 11914 and all(e.query == e.positive for e in wiki)
 
 

@@ -89,7 +89,7 @@ def test_no_grad_returns_plain_loss(model):
 
 
 def test_wrapping_errors():
-    with pytest.raises(ConfigError, match="compute_loss_from_embeddings"):
+    with pytest.raises(ConfigError, match="is not a DensekitLoss"):
         GradCacheLoss(torch.nn.Linear(2, 2))
 
 
@@ -107,5 +107,5 @@ def test_train_cli_with_gradcache_on_sentences(tiny_model_dir, tmp_path):
                  "--max-steps", "2"])
     assert code == 0
     info = json.loads((out / "densekit_train.json").read_text())
-    assert info["args"]["gradcache"] and info["args"]["data_format"] == "auto"
+    assert info["options"]["gradcache"] and info["options"]["data_format"] == "auto"
     assert info["train_examples"] == 24 and info["global_step"] == 2

@@ -21,13 +21,13 @@ def test_flat_roundtrip_and_exact_results(tmp_path):
     loaded = DenseIndex.load(tmp_path / "idx")
     assert loaded.doc_ids == ids and loaded.meta["model"] == "m" and loaded.meta["count"] == 200
     queries = unit(rng, 5)
-    hits = loaded.search_ids(queries, 3)
+    hits = loaded.search_hits(queries, 3)
     expected = np.argsort(-(queries @ emb.T), axis=1)[:, :3]
-    assert [[d for d, _ in h] for h in hits] == [[ids[j] for j in row] for row in expected]
+    assert [[hit.doc_id for hit in h] for h in hits] == [[ids[j] for j in row] for row in expected]
     mm = DenseIndex.load(tmp_path / "idx", mmap=True)
-    assert mm.search_ids(queries, 3) == hits
+    assert mm.search_hits(queries, 3) == hits
     # k larger than the corpus is capped, not an error
-    assert len(loaded.search_ids(queries[:1], 500)[0]) == 200
+    assert len(loaded.search_hits(queries[:1], 500)[0]) == 200
 
 
 def test_failed_save_keeps_previous_index(tmp_path, monkeypatch):

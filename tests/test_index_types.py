@@ -66,7 +66,7 @@ def test_default_recall_and_roundtrip(tmp_path, corpus, index_type, params, min_
         loaded = DenseIndex.load(tmp_path / "idx", mmap=mmap)
         assert get_search_params(loaded.index) == index.meta["search_params"]
         assert np.array_equal(loaded.search(queries, 10)[1], rows)
-    assert loaded.search_ids(queries[:1], 3)[0][0][0] == ids[rows[0, 0]]
+    assert loaded.search_hits(queries[:1], 3)[0][0].doc_id == ids[rows[0, 0]]
 
 
 def test_ivf_flat_matches_flat_when_every_list_is_probed(corpus):

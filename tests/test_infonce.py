@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from densekit.training.losses import LOSSES
+from densekit.training.losses.base import LossContext
 from densekit.training.losses.infonce import InfoNCELoss
 
 
@@ -60,8 +61,7 @@ def test_negative_weights_zero_drops_a_false_negative_and_one_changes_nothing():
     anchors = torch.eye(3, 6)
     embeddings = [anchors, anchors.clone(), anchors.clone()]  # each hard negative is a copy of the positive
     labels = torch.tensor([2, 0, 1])  # row indices into the weight table
-    loss = InfoNCELoss(model=torch.nn.Identity(), scale=1000.0)
-    loss.negative_weights = torch.ones(3, 1)
-    assert loss.compute_loss_from_embeddings(embeddings, labels).item() == pytest.approx(math.log(2), rel=1e-4)
-    loss.negative_weights = torch.zeros(3, 1)
-    assert loss.compute_loss_from_embeddings(embeddings, labels).item() < 1e-6
+    ones = InfoNCELoss(torch.nn.Identity(), scale=1000.0, context=LossContext(negative_weights=torch.ones(3, 1)))
+    assert ones.compute_loss_from_embeddings(embeddings, labels).item() == pytest.approx(math.log(2), rel=1e-4)
+    zeros = InfoNCELoss(torch.nn.Identity(), scale=1000.0, context=LossContext(negative_weights=torch.zeros(3, 1)))
+    assert zeros.compute_loss_from_embeddings(embeddings, labels).item() < 1e-6

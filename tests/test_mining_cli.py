@@ -10,7 +10,7 @@ import yaml
 
 from densekit.cli import main
 from densekit.data.beir import load_beir
-from densekit.data.training import load_training_examples
+from densekit.data.training import read_training_records
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_yaml_config_combines_strategies(beir_folder, tiny_model_dir, tmp_path, 
         "data": str(beir_folder), "model": tiny_model_dir, "cache_dir": str(tmp_path / "cache"),
         "retriever": ["bm25", "hybrid"], "retriever_option": {"hybrid.fusion": "score"},
         "sampler": "star", "sampler_option": {"hard_ratio": 0.5}, "num_negatives": 4, "window": [1, 20],
-        "teacher": "cross-encoder", "teacher_option": {"max_length": 96, "backend": "onnx"},
+        "teacher": "cross-encoder", "teacher_option": {"max_seq_length": 96, "backend": "onnx"},
         "perc_pos": 0.95, "soft_weights": True}}
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -50,7 +50,7 @@ def test_yaml_config_combines_strategies(beir_folder, tiny_model_dir, tmp_path, 
     assert sources <= {"bm25", "hybrid", "random"} and "random" in sources
     assert all("weight" in n and "teacher_score" in n for r in records for n in r["negatives"])
     # densekit train reads the file as is, soft weights included
-    examples = load_training_examples(out)
+    examples = read_training_records(out)
     assert len(examples) == len(records) and all(e.weights and len(e.weights) == len(e.negatives) for e in examples)
 
 
@@ -73,5 +73,5 @@ def test_backend_flag_mines_with_the_onnx_encoder(beir_folder, tiny_model_dir, t
                  "--backend", "onnx-int8", "--num-negatives", "2", "--window", "1", "20", "--cache-dir", str(cache),
                  "--output", str(out)]) == 0
     pairs = sum(len(rels) for rels in load_beir(beir_folder, "train").qrels.values())
-    assert len(load_training_examples(out)) == pairs
+    assert len(read_training_records(out)) == pairs
     assert [p.parent.name.endswith("-onnx-int8") for p in (cache / "onnx").glob("*/model.onnx")] == [True]

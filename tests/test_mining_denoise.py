@@ -8,9 +8,10 @@ import pytest
 from densekit.data.beir import BeirDataset, doc_text, load_beir
 from densekit.errors import ConfigError
 from densekit.mining.denoise import DenoiseConfig, drop_reasons, soft_weights
-from densekit.mining.miner import MineConfig, mine
+from densekit.mining.miner import MineConfig
 from densekit.mining.registry import TEACHERS
 from densekit.mining.teachers import score_pairs_cached
+from tests.helpers import mine_json
 
 BGE_PREFIX = "Represent this sentence for searching relevant passages: "
 
@@ -62,18 +63,18 @@ def negatives_of(records: list[dict], qid: str) -> list[str]:
 
 
 @pytest.mark.parametrize("teacher, options", [
-    ("cross-encoder", {"max_length": 128, "backend": "onnx"}),
+    ("cross-encoder", {"max_seq_length": 128, "backend": "onnx"}),
     ("bi-encoder", {"model": "all-MiniLM-L6-v2", "max_seq_length": 128}),
     ("bi-encoder", {"model": "BAAI/bge-small-en", "max_seq_length": 128, "query_prefix": BGE_PREFIX}),
 ])
 def test_denoising_removes_planted_duplicate(planted, teacher, options, tmp_path, minilm_path):
     dataset, qid, _ = planted
     base = dict(retrievers=["bm25"], num_negatives=3, window=(1, 10), cache_dir=str(tmp_path))
-    plain = mine(dataset, MineConfig(**base))
+    plain = mine_json(dataset, MineConfig(**base))
     assert "planted-dup" in negatives_of(plain, qid)  # the miner alone is fooled
 
     denoise = DenoiseConfig(teacher=teacher, teacher_options=options, perc_pos=0.95, soft_weights=True)
-    records = mine(dataset, MineConfig(**base, denoise=denoise))
+    records = mine_json(dataset, MineConfig(**base, denoise=denoise))
     assert "planted-dup" not in negatives_of(records, qid)
     record = next(r for r in records if r["query_id"] == qid)
     dropped = {d["doc_id"]: d for d in record["dropped"]}
@@ -92,7 +93,7 @@ def test_denoising_removes_planted_duplicate(planted, teacher, options, tmp_path
     original = cls.score
     cls.score = lambda self, pairs: (_ for _ in ()).throw(AssertionError(f"rescored {len(pairs)} pairs"))
     try:
-        assert mine(dataset, MineConfig(**base, denoise=denoise)) == records
+        assert mine_json(dataset, MineConfig(**base, denoise=denoise)) == records
     finally:
         cls.score = original
 
@@ -103,7 +104,7 @@ def test_untrusted_teacher_neither_drops_nor_down_weights(planted, tmp_path, min
     base = dict(retrievers=["bm25"], num_negatives=3, window=(1, 10), cache_dir=str(tmp_path))
     denoise = DenoiseConfig(teacher="bi-encoder", teacher_options={"model": "all-MiniLM-L6-v2", "max_seq_length": 128},
                             perc_pos=0.95, soft_weights=True, min_positive_score=2.0)  # cosine never reaches 2
-    records = mine(dataset, MineConfig(**base, denoise=denoise))
+    records = mine_json(dataset, MineConfig(**base, denoise=denoise))
     assert all(r["teacher_disagrees"] and "dropped" not in r for r in records)
     assert all(n["weight"] == 1.0 for r in records for n in r["negatives"])
     assert "planted-dup" in negatives_of(records, qid)
@@ -130,7 +131,7 @@ def test_score_cache_scores_duplicates_once(tmp_path):
 
 
 def test_cross_encoder_ranks_relevant_above_irrelevant():
-    teacher = TEACHERS.get("cross-encoder")(max_length=128)  # hub name, offline fallback to the packaged ONNX
+    teacher = TEACHERS.get("cross-encoder")(max_seq_length=128)  # hub name, offline fallback to the packaged ONNX
     scores = teacher.score([("what causes influenza", "Influenza is caused by influenza viruses."),
                             ("what causes influenza", "The Eiffel Tower is in Paris.")])
     assert scores.shape == (2,) and 0.0 <= scores.min() and scores.max() <= 1.0
@@ -177,7 +178,7 @@ def test_short_queries_are_refilled_from_their_window(planted, tmp_path, minilm_
     def denoised(refill: bool) -> list[dict]:
         config = DenoiseConfig(teacher="bi-encoder", teacher_options=teacher, perc_pos=0.95, oversample=1,
                                refill=refill)
-        return mine(dataset, MineConfig(**base, denoise=config))
+        return mine_json(dataset, MineConfig(**base, denoise=config))
 
     short = next(r for r in denoised(False) if r["query_id"] == qid)
     assert len(short["negatives"]) < 3 and "refilled" not in short

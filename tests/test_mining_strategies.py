@@ -10,11 +10,12 @@ import pytest
 from densekit.data.beir import BeirDataset, doc_text, load_beir
 from densekit.errors import ConfigError, DataError
 from densekit.mining.clustering import assign, centroid_chain, kmeans
-from densekit.mining.miner import MineConfig, mine
+from densekit.mining.miner import MineConfig
 from densekit.mining.registry import RETRIEVERS
 from densekit.mining.retrievers.hybrid import reciprocal_rank_fusion, score_fusion
 from densekit.mining.samplers.star import sample_star
-from densekit.mining.samplers.window import SampleContext
+from densekit.mining.samplers.window import Candidate, SampleContext
+from tests.helpers import mine_json
 
 
 def scifact_subset(scifact_dir, n_queries: int = 10, n_other_docs: int = 200) -> BeirDataset:
@@ -44,17 +45,17 @@ def test_reciprocal_rank_fusion_rewards_agreement():
 
 
 def test_star_mixes_hard_and_random_negatives():
-    candidates = [(f"d{i}", 1.0 - i / 100, i) for i in range(1, 51)]
+    candidates = [Candidate(f"d{i}", 1.0 - i / 100, i, "dense") for i in range(1, 51)]
     corpus_ids = [f"d{i}" for i in range(1, 1001)] + ["pos"]
     picked = sample_star(candidates, 8, (3, 30), random.Random(0), SampleContext(corpus_ids, {"pos"}),
                          hard_ratio=0.25)
-    hard = [c for c in picked if len(c) == 3]
-    rand = [c for c in picked if len(c) == 4]
-    assert [c[0] for c in hard] == ["d3", "d4"]
-    assert len(rand) == 6 and all(c[3] == "random" for c in rand)
-    assert len({c[0] for c in picked}) == 8 and all(c[0] != "pos" for c in picked)
+    hard = [c for c in picked if c.source == "dense"]
+    rand = [c for c in picked if c.source == "random"]
+    assert [c.doc_id for c in hard] == ["d3", "d4"]
+    assert len(rand) == 6 and len(hard) + len(rand) == 8
+    assert len({c.doc_id for c in picked}) == 8 and all(c.doc_id != "pos" for c in picked)
     # randoms are spread out, so a truncated prefix keeps the mix
-    assert sum(len(c) == 4 for c in picked[:4]) == 3
+    assert sum(c.source == "random" for c in picked[:4]) == 3
     with pytest.raises(ConfigError, match="hard_ratio"):
         sample_star(candidates, 4, (1, 10), random.Random(0), SampleContext(corpus_ids, set()), hard_ratio=1.5)
 
@@ -76,7 +77,7 @@ def test_mine_hybrid_cluster_star_records(subset, tiny_model_dir, tmp_path):
     config = MineConfig(retrievers=["bm25", "hybrid", "cluster"], sampler="star", num_negatives=6, window=(1, 30),
                         retriever_options={"dense": dense, "cluster": {"n_clusters": 8, "neighbours": 1}},
                         sampler_options={"hard_ratio": 0.5}, cache_dir=str(tmp_path / "cache"))
-    records = mine(subset, config)
+    records = mine_json(subset, config)
     assert len(records) == sum(len(r) for r in subset.qrels.values())
     sources = {n["source"] for r in records for n in r["negatives"]}
     assert {"bm25", "hybrid", "cluster", "random"} <= sources
@@ -106,7 +107,7 @@ def test_mine_hybrid_cluster_star_records(subset, tiny_model_dir, tmp_path):
     try:
         for name in ("bm25", "hybrid", "cluster"):
             RETRIEVERS._items[name] = Broken
-        assert mine(subset, config) == records
+        assert mine_json(subset, config) == records
     finally:
         RETRIEVERS._items.clear()
         RETRIEVERS._items.update(saved)
@@ -126,31 +127,31 @@ def test_cluster_candidates_stay_in_nearby_clusters(subset, tiny_model_dir, tmp_
 
 def test_unknown_strategy_names_are_config_errors(subset):
     with pytest.raises(ConfigError, match="unknown candidate retriever 'bm99'.*bm25"):
-        mine(subset, MineConfig(retrievers=["bm99"]))
+        mine_json(subset, MineConfig(retrievers=["bm99"]))
     with pytest.raises(ConfigError, match="unknown sampler 'best'"):
-        mine(subset, MineConfig(retrievers=["bm25"], sampler="best"))
+        mine_json(subset, MineConfig(retrievers=["bm25"], sampler="best"))
     with pytest.raises(ConfigError, match="unknown teacher 'oracle'"):
         from densekit.mining.denoise import DenoiseConfig
-        mine(subset, MineConfig(retrievers=["bm25"], denoise=DenoiseConfig(teacher="oracle")))
+        mine_json(subset, MineConfig(retrievers=["bm25"], denoise=DenoiseConfig(teacher="oracle")))
     with pytest.raises(ConfigError, match="sampler 'star' has no option.*ratio"):
-        mine(subset, MineConfig(retrievers=["bm25"], sampler="star", sampler_options={"ratio": 0.5}))
+        mine_json(subset, MineConfig(retrievers=["bm25"], sampler="star", sampler_options={"ratio": 0.5}))
     with pytest.raises(ConfigError, match="retriever 'bm25' has no option.*k3"):
-        mine(subset, MineConfig(retrievers=["bm25"], retriever_options={"bm25": {"k3": 1}}))
+        mine_json(subset, MineConfig(retrievers=["bm25"], retriever_options={"bm25": {"k3": 1}}))
 
 
 def test_bad_inputs_are_data_errors(subset):
     empty = BeirDataset(subset.path, {}, subset.queries, subset.qrels, "train")
     with pytest.raises(DataError, match="corpus is empty"):
-        mine(empty, MineConfig(retrievers=["bm25"]))
+        mine_json(empty, MineConfig(retrievers=["bm25"]))
     qid = next(iter(subset.qrels))
     no_positive = BeirDataset(subset.path, subset.corpus, subset.queries,
                               {**subset.qrels, qid: {d: 0 for d in subset.qrels[qid]}}, "train")
     with pytest.raises(DataError, match=f"no positive judgment.*'{qid}'") as info:
-        mine(no_positive, MineConfig(retrievers=["bm25"]))
+        mine_json(no_positive, MineConfig(retrievers=["bm25"]))
     assert "train.tsv" in str(info.value)
     missing_doc = BeirDataset(subset.path, subset.corpus, subset.queries, {qid: {"nope": 1}}, "train")
     with pytest.raises(DataError, match="positive 'nope'.*not in the corpus"):
-        mine(missing_doc, MineConfig(retrievers=["bm25"]))
+        mine_json(missing_doc, MineConfig(retrievers=["bm25"]))
 
 
 def test_dense_over_precomputed_embeddings_matches_encoding(subset, tiny_model_dir, tmp_path):

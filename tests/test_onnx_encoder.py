@@ -3,11 +3,12 @@ import pytest
 
 from densekit.data.beir import doc_text, load_beir
 from densekit.embeddings import encode_cached
+from densekit.encoders import load_encoder
 from densekit.errors import ConfigError
-from densekit.mining.miner import MineConfig, mine
+from densekit.mining.miner import MineConfig
 from densekit.models import encode, load_model
-from densekit.onnx_encoder import OnnxEncoder, load_encoder
-from tests.helpers import scifact_subset
+from densekit.onnx_encoder import OnnxEncoder
+from tests.helpers import mine_json, scifact_subset
 
 SENTENCES = ["Folate deficiency raises homocysteine.", "A short one.",
              "ALDH1 expression is associated with poorer prognosis for breast cancer primary tumors.", "x"]
@@ -49,7 +50,7 @@ def test_bad_backend_requests(tiny_model_dir, tmp_path):
     with pytest.raises(ConfigError, match="bf16 applies to the torch backend only"):
         load_encoder(tiny_model_dir, backend="onnx-int8", bf16=True)
     with pytest.raises(ConfigError, match="unknown encoder backend"):
-        mine(load_beir(_tiny_subset(tmp_path), "train"),
+        mine_json(load_beir(_tiny_subset(tmp_path), "train"),
              MineConfig(retrievers=["dense"], retriever_options={"dense": {"model": tiny_model_dir,
                                                                            "backend": "gpu", "cache_dir": None}}))
 
@@ -76,7 +77,7 @@ def test_minilm_onnx_mining_on_scifact_picks_the_torch_negatives(scifact_dir, mi
 
     def negatives(backend: str) -> dict[str, list[str]]:
         options = {"dense": {"model": minilm_path, "cache_dir": str(cache), "backend": backend}}
-        records = mine(ds, MineConfig(retrievers=["dense"], num_negatives=4, window=(2, 20),
+        records = mine_json(ds, MineConfig(retrievers=["dense"], num_negatives=4, window=(2, 20),
                                       retriever_options=options, cache_dir=str(cache)))
         return {f"{r['query_id']}/{r['positive_id']}": [n["doc_id"] for n in r["negatives"]] for r in records}
 

@@ -54,7 +54,7 @@ def served(tmp_path_factory, model):
 
 def expected_ids(model, served, queries, k):
     index = DenseIndex.build(served["emb"], served["ids"])
-    return [[d for d, _ in hits] for hits in index.search_ids(encode(model, queries, show_progress=False), k)]
+    return [[h.doc_id for h in hits] for hits in index.search_hits(encode(model, queries, show_progress=False), k)]
 
 
 def test_search_one_and_many_queries(served, model):
@@ -273,18 +273,16 @@ def test_real_uvicorn_on_loopback(served, model):
 
 
 def test_serve_command_checks_its_options():
-    import argparse
-
-    from densekit.commands import serve
+    from densekit.cli import build_parser, commands, resolve
     from densekit.errors import ConfigError
 
-    parser = argparse.ArgumentParser()
-    serve.add_arguments(parser)
-    args = parser.parse_args(["--index", "x", "--max-k", "50", "--api-key", "key", "--no-swap"])
-    config = serve.config_from_args(args)
+    def options(*flags):
+        return resolve(commands()["serve"], build_parser().parse_args(["serve", "--index", "x", *flags]))
+
+    _, config, _ = options("--max-k", "50", "--api-key", "key", "--no-swap")
     assert config.max_k == 50 and config.api_key == "key" and not config.allow_swap
     with pytest.raises(ConfigError, match="--max-k must be at least 1"):
-        serve.config_from_args(parser.parse_args(["--index", "x", "--max-k", "0"]))
+        options("--max-k", "0")
 
 
 def test_rebuilt_folder_is_picked_up_by_a_swap_and_by_a_restart(served, model, tmp_path):

@@ -4,49 +4,55 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 
+from densekit.encoders import EncoderOptions
 from densekit.errors import ConfigError
+from densekit.options import option
 
 NAME = "search"
 HELP = "search a saved index with text queries; prints JSON lines (or writes a TREC run with --queries)"
 
 
-def add_arguments(p) -> None:
-    p.add_argument("--index", required=True, help="index folder written by densekit index")
-    p.add_argument("--model", default=None, help="query encoder (default: the model recorded in the index)")
-    p.add_argument("--query", "-q", action="append", default=None, help="query text, repeatable")
-    p.add_argument("--queries", default=None, help="queries.jsonl (BEIR format) to search in bulk")
-    p.add_argument("-k", type=int, default=10, help="results per query")
-    p.add_argument("--output", default=None, help="with --queries: TREC run file to write")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--bf16", action="store_true")
+@dataclass
+class SearchOptions:
+    """search"""
+
+    index: str = option(help="index folder written by densekit index")
+    model: str | None = option(None, help="query encoder (default: the model recorded in the index)")
+    query: list[str] = option(default_factory=list, aliases=("-q",), help="query text, repeatable")
+    queries: str | None = option(None, help="queries.jsonl (BEIR format) to search in bulk")
+    k: int = option(10, flag="-k", help="results per query")
+    output: str | None = option(None, help="with --queries: TREC run file to write")
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ConfigError("-k must be at least 1")
 
 
-def run(args) -> int:
+OPTIONS = (SearchOptions, EncoderOptions)
+
+
+def run(opts: SearchOptions, encoder: EncoderOptions) -> int:
     from densekit.data.beir import load_queries
     from densekit.evaluation.metrics import write_trec_run
-    from densekit.models import encode, load_model
-    from densekit.retrieval.index import DenseIndex
+    from densekit.retrieval.searcher import Searcher
 
-    if not args.query and not args.queries:
+    if not opts.query and not opts.queries:
         raise ConfigError("give --query TEXT (repeatable) or --queries FILE")
-    if args.k < 1:
-        raise ConfigError("-k must be at least 1")
-    index = DenseIndex.load(args.index)
-    model = load_model(args.model or index.meta.get("resolved") or index.meta["model"],
-                       max_seq_length=index.meta.get("max_seq_length"))
-    queries = {str(i): q for i, q in enumerate(args.query or [])}
-    if args.queries:
-        queries.update(load_queries(args.queries))
+    searcher = Searcher.from_index(opts.index, opts.model, encoder)
+    queries = {str(i): q for i, q in enumerate(opts.query)}
+    if opts.queries:
+        queries.update(load_queries(opts.queries))
     qids = list(queries)
-    emb = encode(model, [queries[q] for q in qids], batch_size=args.batch_size, bf16=args.bf16,
-                 show_progress=len(qids) > 256)
-    hits = index.search_ids(emb, args.k)
-    if args.output:
-        write_trec_run({q: dict(h) for q, h in zip(qids, hits, strict=True)}, args.output)
-        print(f"wrote a run for {len(qids)} queries to {args.output}")
+    hits = searcher.batch_search([queries[q] for q in qids], opts.k)
+    if opts.output:
+        write_trec_run({q: {h.doc_id: h.score for h in found} for q, found in zip(qids, hits, strict=True)},
+                       opts.output)
+        print(f"wrote a run for {len(qids)} queries to {opts.output}")
         return 0
-    for qid, h in zip(qids, hits, strict=True):
-        line = {"query_id": qid, "query": queries[qid], "hits": [{"doc_id": d, "score": round(s, 6)} for d, s in h]}
+    for qid, found in zip(qids, hits, strict=True):
+        line = {"query_id": qid, "query": queries[qid],
+                "hits": [{"doc_id": h.doc_id, "score": round(h.score, 6)} for h in found]}
         sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
     return 0

@@ -14,21 +14,21 @@ import csv
 import os
 from pathlib import Path
 
-from densekit.data.training import TrainingExample
+from densekit.data.records import Negative, TrainingRecord
 from densekit.errors import DataError
 from densekit.io import open_text
 
 NLI_COLUMNS = ("sent0", "sent1", "hard_neg")
 
 
-def load_unlabeled_pairs(path: str | os.PathLike, max_sentences: int | None = None) -> list[TrainingExample]:
+def load_unlabeled_pairs(path: str | os.PathLike, max_sentences: int | None = None) -> list[TrainingRecord]:
     """One ``(s, s)`` example per non-blank line."""
     examples = []
     with open_text(path) as handle:
-        for line in handle:
+        for lineno, line in enumerate(handle, start=1):
             sentence = line.strip()
             if sentence:
-                examples.append(TrainingExample(sentence, sentence))
+                examples.append(TrainingRecord(sentence, sentence, where=f"{path}:{lineno}"))
                 if max_sentences is not None and len(examples) >= max_sentences:
                     break
     if not examples:
@@ -36,8 +36,8 @@ def load_unlabeled_pairs(path: str | os.PathLike, max_sentences: int | None = No
     return examples
 
 
-def load_nli_triplets(path: str | os.PathLike) -> list[TrainingExample]:
-    """``sent0,sent1[,hard_neg]`` rows -> ``TrainingExample(premise, entailment, [contradiction])``."""
+def load_nli_triplets(path: str | os.PathLike) -> list[TrainingRecord]:
+    """``sent0,sent1[,hard_neg]`` rows -> ``TrainingRecord(premise, entailment, [contradiction])``."""
     examples = []
     with open_text(path) as handle:
         reader = csv.DictReader(handle)
@@ -53,8 +53,8 @@ def load_nli_triplets(path: str | os.PathLike) -> list[TrainingExample]:
             for column in NLI_COLUMNS if has_negative else NLI_COLUMNS[:2]:
                 if not (row.get(column) or "").strip():
                     raise DataError("empty or missing text", path=str(path), line=lineno, field=column)
-            negatives = [row["hard_neg"]] if has_negative else []
-            examples.append(TrainingExample(row["sent0"], row["sent1"], negatives))
+            negatives = [Negative(row["hard_neg"])] if has_negative else []
+            examples.append(TrainingRecord(row["sent0"], row["sent1"], negatives, where=f"{path}:{lineno}"))
     if not examples:
         raise DataError("no triplets after the header", path=str(path))
     return examples

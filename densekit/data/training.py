@@ -1,73 +1,42 @@
-"""Training files: query / positive / negatives JSONL (what ``densekit mine`` writes) and HF datasets.
+"""Training files: one typed record, one reader.
 
-A JSONL record looks like::
+What ``densekit mine`` writes and ``densekit train`` reads is a JSONL of :class:`TrainingRecord`::
 
-    {"query": "...", "positive": "...", "negatives": ["...", {"text": "...", "weight": 0.8}, ...]}
+    {"query_id": "...", "query": "...", "positive_id": "...", "positive": "...",
+     "negatives": [{"doc_id", "text", "source", "rank", "score", "teacher_score"?, "weight"?, "cluster"?}, ...],
+     "positive_teacher_score"?, "teacher"?, "teacher_disagrees"?, "refilled"?, "query_cluster"?,
+     "dropped"?: [{"doc_id", "source", "rank", "teacher_score", "reason"}]}
 
-``anchor`` is accepted for ``query``; negatives may be strings or objects with a ``text`` field
-(the mined format, which also carries ``doc_id``, ``source``, ``rank`` and scores for auditing).
+Hand-made files may be simpler: ``anchor`` is accepted for ``query``, negatives may be plain strings, and the
+ids are optional (the dynamic training modes need them). A Hugging Face ``datasets`` folder, parquet file or hub
+name with ``anchor``/``query``, ``positive`` and ``negative``/``negative_*`` columns is read into the same
+records. Every error names the file, the line (or row) and the field.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 
-from densekit.errors import DataError
+from densekit.data.records import AUDIT_FIELDS, Negative, TrainingRecord
+from densekit.errors import ConfigError, DataError
 from densekit.io import read_jsonl
 
-
-@dataclass
-class TrainingExample:
-    query: str
-    positive: str
-    negatives: list[str] = field(default_factory=list)
-    weights: list[float] | None = None
-
-
-def _text(value: object, path: str, lineno: int | None, name: str) -> str:
-    if isinstance(value, dict):
-        if "text" not in value:
-            raise DataError("negative object has no 'text'", path=path, line=lineno, field=name)
-        value = value["text"]
-    if not isinstance(value, str):
-        raise DataError(f"expected a string, got {type(value).__name__}", path=path, line=lineno, field=name)
-    if not value.strip():
-        raise DataError("empty text", path=path, line=lineno, field=name)
-    return value
-
-
-def example_from_record(obj: dict, path: str, lineno: int | None) -> TrainingExample:
-    query_key = "query" if "query" in obj else "anchor" if "anchor" in obj else None
-    if query_key is None:
-        raise DataError("missing field (or 'anchor')", path=path, line=lineno, field="query")
-    if "positive" not in obj:
-        raise DataError("missing field", path=path, line=lineno, field="positive")
-    query = _text(obj[query_key], path, lineno, query_key)
-    positive = _text(obj["positive"], path, lineno, "positive")
-    raw_negs = obj.get("negatives")
-    if raw_negs is None:
-        raw_negs = [obj[k] for k in sorted(obj) if k == "negative" or k.startswith("negative_")]
-    if not isinstance(raw_negs, list):
-        raise DataError("expected a list", path=path, line=lineno, field="negatives")
-    negatives = [_text(n, path, lineno, f"negatives[{i}]") for i, n in enumerate(raw_negs)]
-    weights = None
-    if any(isinstance(n, dict) and "weight" in n for n in raw_negs):
-        weights = [float(n.get("weight", 1.0)) if isinstance(n, dict) else 1.0 for n in raw_negs]
-    return TrainingExample(query, positive, negatives, weights)
-
+__all__ = ["AUDIT_FIELDS", "DATA_FORMATS", "Negative", "TrainingRecord", "read_training_data",
+           "read_training_records", "to_hf_dataset"]
+DATA_FORMATS = ("auto", "examples", "text", "nli-csv")
 
 def _is_hf_disk_dataset(path: Path) -> bool:
     return path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
                               or (path / "state.json").exists())
 
 
-def load_training_examples(source: str | os.PathLike) -> list[TrainingExample]:
-    """Load from a JSONL file, a ``datasets`` folder saved with ``save_to_disk``, or a hub dataset name."""
+def read_training_records(source: str | os.PathLike) -> list[TrainingRecord]:
+    """Records from a JSONL file, a ``datasets`` folder saved with ``save_to_disk``, a parquet file or a hub name."""
     path = Path(source)
     if path.is_file() and path.suffix in (".jsonl", ".gz", ".json"):
-        examples = [example_from_record(obj, str(path), lineno) for lineno, obj in read_jsonl(path)]
+        records = [TrainingRecord.from_json(obj, str(path), line) for line, obj in read_jsonl(path)]
     else:
         import datasets
 
@@ -81,31 +50,52 @@ def load_training_examples(source: str | os.PathLike) -> list[TrainingExample]:
             ds = datasets.load_dataset(str(source), split="train")
         if isinstance(ds, datasets.DatasetDict):
             ds = ds["train"]
-        examples = [example_from_record(dict(row), str(path), i + 1) for i, row in enumerate(ds)]
-    if not examples:
+        records = [TrainingRecord.from_json(dict(row), str(path), i + 1) for i, row in enumerate(ds)]
+    if not records:
         raise DataError("no training examples", path=str(path))
-    return examples
+    return records
 
 
-def to_hf_dataset(examples: list[TrainingExample], num_negatives: int | None = None):
-    """Columns ``anchor, positive, negative_1..n`` as sentence-transformers' trainer expects.
+def read_training_data(path: str | os.PathLike, data_format: str = "auto") -> list[TrainingRecord]:
+    """Records from any training file: ``text`` (one sentence a line -> ``(s, s)``), ``nli-csv``
+    (``sent0,sent1,hard_neg``) or ``examples`` (JSONL / datasets); ``auto`` decides by the file extension."""
+    from densekit.data import sentences
 
-    ``num_negatives`` defaults to the fewest any example has; an example with fewer than asked
-    cycles through its own negatives, and one with none is an error when negatives are asked for.
+    if data_format not in DATA_FORMATS:
+        raise ConfigError(f"unknown data format '{data_format}'; choose one of: {', '.join(DATA_FORMATS)}")
+    if data_format == "auto":
+        data_format = sentences.detect_format(path)
+    if data_format == "text":
+        return sentences.load_unlabeled_pairs(path)
+    if data_format == "nli-csv":
+        return sentences.load_nli_triplets(path)
+    return read_training_records(path)
+
+
+def to_hf_dataset(records: Iterable[TrainingRecord], num_negatives: int | None = None, row_index: bool = False):
+    """Columns ``anchor, positive, negative_1..n`` as sentence-transformers' trainer expects, plus ``label`` (the
+    row index, which id-aware losses and collators use to look a row up) when ``row_index`` is set.
+
+    ``num_negatives`` defaults to the fewest any record has; a record with fewer than asked cycles through its
+    own negatives, and one with none is an error when negatives are asked for.
     """
     import datasets
 
+    records = list(records)
     if num_negatives is None:
-        num_negatives = min(len(e.negatives) for e in examples)
-    columns: dict[str, list[str]] = {"anchor": [], "positive": []}
+        num_negatives = min(len(r.negatives) for r in records)
+    columns: dict[str, list] = {"anchor": [], "positive": []}
     for i in range(num_negatives):
         columns[f"negative_{i + 1}"] = []
-    for index, example in enumerate(examples):
-        if num_negatives and not example.negatives:
+    for index, record in enumerate(records):
+        if num_negatives and not record.negatives:
             raise DataError(f"training example {index + 1} has no negatives but {num_negatives} were asked for",
-                            field="negatives")
-        columns["anchor"].append(example.query)
-        columns["positive"].append(example.positive)
+                            path=record.where, field="negatives")
+        columns["anchor"].append(record.query)
+        columns["positive"].append(record.positive)
+        texts = record.negative_texts
         for i in range(num_negatives):
-            columns[f"negative_{i + 1}"].append(example.negatives[i % len(example.negatives)])
+            columns[f"negative_{i + 1}"].append(texts[i % len(texts)])
+    if row_index:
+        columns["label"] = list(range(len(records)))
     return datasets.Dataset.from_dict(columns)

@@ -6,20 +6,33 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from densekit.data.beir import BeirDataset, doc_text
 from densekit.embeddings import encode_cached
+from densekit.encoders import EncoderOptions
 from densekit.evaluation.metrics import Run, evaluate_run, write_trec_run
 from densekit.io import atomic_write_json
-from densekit.models import encode
 from densekit.retrieval.index import DenseIndex
+from densekit.retrieval.searcher import Searcher
 
 logger = logging.getLogger(__name__)
 
 
-def dense_run(model, dataset: BeirDataset, k: int = 100, index: DenseIndex | None = None,
-              batch_size: int = 64, bf16: bool = False, cache_dir: str | Path | None = None) -> Run:
+def corpus_searcher(model, dataset: BeirDataset, batch_size: int = 64, bf16: bool = False,
+                    cache_dir: str | Path | None = None) -> tuple[Searcher, np.ndarray]:
+    """A flat index over the dataset's corpus encoded by ``model`` (cached), and the corpus embeddings."""
+    doc_ids = list(dataset.corpus)
+    doc_emb = encode_cached(model, [doc_text(dataset.corpus[d]) for d in doc_ids], cache_dir,
+                            batch_size=batch_size, bf16=bf16, desc="encode corpus")
+    return Searcher(DenseIndex.build(doc_emb, doc_ids), model, batch_size=batch_size, bf16=bf16), doc_emb
+
+
+def dense_run(model, dataset: BeirDataset, k: int = 100, batch_size: int = 64, bf16: bool = False,
+              cache_dir: str | Path | None = None) -> Run:
     """Retrieve the top ``k`` documents for every query that has judgments in the split."""
-    return dense_run_with_scores(model, dataset, k, index, batch_size, bf16, cache_dir, auc_negatives=None)[0]
+    searcher, _ = corpus_searcher(model, dataset, batch_size, bf16, cache_dir)
+    return searcher_run(searcher, dataset, k)[0]
 
 
 def _index_embeddings(index: DenseIndex):
@@ -30,31 +43,24 @@ def _index_embeddings(index: DenseIndex):
         return None
 
 
-def dense_run_with_scores(model, dataset: BeirDataset, k: int = 100, index: DenseIndex | None = None,
-                          batch_size: int = 64, bf16: bool = False, cache_dir: str | Path | None = None,
-                          auc_negatives: int | None = 1000):
-    """:func:`dense_run`, plus the score samples AUC diagnostics need (``None`` when ``auc_negatives`` is)."""
+def searcher_run(searcher: Searcher, dataset: BeirDataset, k: int = 100, auc_negatives: int | None = None,
+                 doc_emb: np.ndarray | None = None):
+    """(run, AUC score samples or ``None`` when ``auc_negatives`` is) for the split's judged queries."""
     from densekit.evaluation.auc import sample_scores, samples_from_run
 
     queries = dataset.split_queries() if dataset.qrels else dataset.queries
-    doc_emb = None
-    if index is None:
-        doc_ids = list(dataset.corpus)
-        doc_emb = encode_cached(model, [doc_text(dataset.corpus[d]) for d in doc_ids], cache_dir,
-                                batch_size=batch_size, bf16=bf16, desc="encode corpus")
-        index = DenseIndex.build(doc_emb, doc_ids)
-    elif auc_negatives is not None:
-        doc_emb = _index_embeddings(index)
     qids = list(queries)
-    q_emb = encode(model, [queries[q] for q in qids], batch_size=batch_size, bf16=bf16)
-    hits = index.search_ids(q_emb, k)
-    run = {qid: dict(h) for qid, h in zip(qids, hits, strict=True)}
+    q_emb = searcher.encode_queries([queries[q] for q in qids], show_progress=True)
+    hits = searcher.search_vectors(q_emb, k)
+    run = {qid: {h.doc_id: h.score for h in found} for qid, found in zip(qids, hits, strict=True)}
     if auc_negatives is None:
         return run, None
     if doc_emb is None:
+        doc_emb = _index_embeddings(searcher.index)
+    if doc_emb is None:
         logger.warning("the index cannot return its vectors; AUC covers the retrieved top-%d only", k)
         return run, samples_from_run(run, dataset.qrels)
-    return run, sample_scores(q_emb, doc_emb, qids, index.doc_ids, dataset.qrels,
+    return run, sample_scores(q_emb, doc_emb, qids, searcher.index.doc_ids, dataset.qrels,
                               negatives_per_query=auc_negatives)
 
 
@@ -86,23 +92,24 @@ def write_auc_outputs(samples, output_dir: str | Path, label: str | None = None)
     return summary
 
 
-def evaluate_model(model_name: str, dataset: BeirDataset, output_dir: str | Path, k: int = 100,
-                   index_dir: str | Path | None = None, batch_size: int = 64, bf16: bool = False,
-                   cache_dir: str | Path | None = None, max_seq_length: int | None = None,
+def evaluate_model(model_name: str | None, dataset: BeirDataset, output_dir: str | Path, k: int = 100,
+                   index_dir: str | Path | None = None, encoder: EncoderOptions | None = None,
                    auc: bool = False, auc_negatives: int = 1000) -> dict:
-    """Write metrics.json + run.trec; with ``auc`` also the files of :func:`write_auc_outputs`."""
-    from densekit.models import load_model
+    """Write metrics.json + run.trec; with ``auc`` also the files of :func:`write_auc_outputs`.
 
+    With ``index_dir`` the saved index is searched with ``model_name`` (default: the model it records),
+    otherwise the corpus is encoded with ``model_name`` (cached in ``encoder.cache``) into a flat index."""
+    encoder = encoder or EncoderOptions()
     start = time.perf_counter()
-    index = DenseIndex.load(index_dir) if index_dir else None
-    if index is not None and model_name is None:
-        model_name = index.meta.get("resolved") or index.meta.get("model")
-    if index is not None and max_seq_length is None:
-        max_seq_length = index.meta.get("max_seq_length")
-    model = load_model(model_name, max_seq_length=max_seq_length)
-    run, samples = dense_run_with_scores(model, dataset, k=k, index=index, batch_size=batch_size, bf16=bf16,
-                                         cache_dir=cache_dir, auc_negatives=auc_negatives if auc else None)
-    info = {"model": model_name, "index": str(index_dir) if index_dir else None, "k": k, "bf16": bf16,
+    doc_emb = None
+    if index_dir:
+        searcher = Searcher.from_index(index_dir, model_name, encoder)
+        model_name = model_name or searcher.index.query_model
+    else:
+        searcher, doc_emb = corpus_searcher(encoder.load(model_name), dataset, encoder.batch_size, encoder.bf16,
+                                            encoder.cache)
+    run, samples = searcher_run(searcher, dataset, k, auc_negatives if auc else None, doc_emb)
+    info = {"model": model_name, "index": str(index_dir) if index_dir else None, "k": k, "bf16": encoder.bf16,
             "seconds": round(time.perf_counter() - start, 1)}
     result = evaluate_and_write(run, dataset, output_dir, info)
     if samples is not None:

@@ -49,6 +49,34 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
+def plot_training_curves(log_history: list[dict], path: str | Path) -> Path:
+    """The training loss by step (left) and every dev metric the trainer logged by step (right)."""
+    plt = _pyplot()
+    losses = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    metrics: dict[str, list[tuple[int, float]]] = {}
+    for entry in log_history:
+        for key, value in entry.items():
+            if key.startswith("eval_") and key.endswith(("ndcg@10", "mrr@10", "recall@10", "map@100")) \
+                    and isinstance(value, int | float):
+                metrics.setdefault(key[len("eval_"):], []).append((entry["step"], value))
+    fig, axes = plt.subplots(1, 2 if metrics else 1, figsize=(11 if metrics else 6, 4), squeeze=False)
+    ax = axes[0][0]
+    if losses:
+        ax.plot(*zip(*losses, strict=True), marker=".")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("loss")
+    if metrics:
+        ax = axes[0][1]
+        for name, points in sorted(metrics.items()):
+            ax.plot(*zip(*points, strict=True), marker="o", label=name)
+        ax.set_xlabel("step")
+        ax.set_ylabel("dev score")
+        ax.set_title("dev evaluation")
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def plot_roc(samples_by_label: dict, path: str | Path) -> Path:
     """ROC curves of pooled (global) scores, one line per run, AUC in the legend. The right panel has a
     log false-positive axis: with thousands of non-relevant documents per query, the low-FPR end is

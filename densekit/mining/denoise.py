@@ -23,32 +23,43 @@ everything, so they are skipped for that query and the record is flagged ``teach
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from densekit.errors import ConfigError
 from densekit.mining.registry import TEACHERS
+from densekit.options import option
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class DenoiseConfig:
-    teacher: str | None = None
-    teacher_options: dict[str, Any] = field(default_factory=dict)
-    absolute_margin: float | None = None
-    perc_pos: float | None = None
-    max_score: float | None = None
-    soft_weights: bool = False
-    soft_start: float = 0.8
-    min_positive_score: float | None = None
+    """false-negative denoising"""
+
+    teacher: str | None = option(None, help="rescore candidates with: cross-encoder or bi-encoder")
+    teacher_model: str | None = option(None, help="teacher model (default cross-encoder/ms-marco-MiniLM-L12-v2 "
+                                                  "or sentence-transformers/all-mpnet-base-v2)")
+    teacher_options: dict[str, Any] = option(default_factory=dict, flag="--teacher-option",
+                                             help="teacher option, repeatable: e.g. max_seq_length=256, "
+                                                  "backend=onnx")
+    absolute_margin: float | None = option(None, help="drop a negative scoring above teacher(positive) - margin")
+    perc_pos: float | None = option(None, help="drop a negative scoring above this fraction of teacher(positive) "
+                                               "(TopK-PercPos, e.g. 0.95)")
+    max_score: float | None = option(None, help="drop a negative scoring above this")
+    soft_weights: bool = option(False, help="write a weight in [0, 1] per kept negative")
+    soft_start: float = option(0.8, help="soft weights fall from 1 at soft_start * positive to 0 at the "
+                                         "positive's score")
+    min_positive_score: float | None = option(
+        None, help="skip the relative filters for a query whose positive the teacher scores below this")
     # candidates kept per query before denoising, as a multiple of num_negatives, so drops can be replaced
-    oversample: int = 2
+    oversample: int = option(2, help="candidates rescored per query, as a multiple of --num-negatives")
     # a query left short of negatives after the filters is topped up from the next candidates of its window
     # (rank order, every retriever), rescored and filtered the same way, until it has enough or the window ends
-    refill: bool = True
+    refill: bool = option(True, flag="--no-refill", help="do not top up a query that denoising left short of "
+                                                           "negatives from the rest of its window")
 
     @property
     def enabled(self) -> bool:
@@ -72,7 +83,10 @@ class DenoiseConfig:
             raise ConfigError(f"oversample must be >= 1, got {self.oversample}")
 
     def build_teacher(self):
-        return TEACHERS.get(self.teacher)(**self.teacher_options)
+        options = dict(self.teacher_options)
+        if self.teacher_model:
+            options["model"] = self.teacher_model
+        return TEACHERS.get(self.teacher)(**options)
 
 
 def drop_reasons(neg_scores: np.ndarray, pos_score: float, absolute_margin: float | None = None,

@@ -1,12 +1,7 @@
 """Turn candidate lists into training records: positives never come back as negatives.
 
-One record per (query, positive) pair::
-
-    {"query_id", "query", "positive_id", "positive",
-     "negatives": [{"doc_id", "text", "source", "rank", "score",
-                    "teacher_score"?, "weight"?, "cluster"?}, ...],
-     "positive_teacher_score"?, "query_cluster"?, "dropped"?: [{"doc_id", "source", "rank", "teacher_score",
-                                                                 "reason"}]}
+One :class:`~densekit.data.training.TrainingRecord` per (query, positive) pair, its negatives carrying their
+audit trail (source, rank, score, teacher score, weight, cluster) and the record the dropped candidates.
 
 With several retrievers, each one's sampled negatives are interleaved (first of each, then
 second of each, ...) and duplicates dropped, so every source contributes evenly. With a teacher,
@@ -27,7 +22,7 @@ import inspect
 import json
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any
@@ -36,13 +31,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from densekit.data.beir import BeirDataset, doc_text
+from densekit.data.records import Negative, TrainingRecord
 from densekit.errors import ConfigError, DataError
 from densekit.io import atomic_write_json
 from densekit.mining.denoise import DenoiseConfig, drop_reasons, soft_weights
 from densekit.mining.registry import RETRIEVERS, SAMPLERS
-from densekit.mining.samplers.window import SampleContext
+from densekit.mining.samplers.window import Candidate, SampleContext
 from densekit.mining.teachers import score_pairs_cached
 from densekit.models import texts_fingerprint
+from densekit.options import option
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +49,20 @@ _MODEL_KEYS = ("model", "batch_size", "bf16", "cache_dir", "max_seq_length", "ba
 
 @dataclass
 class MineConfig:
-    retrievers: list[str] = field(default_factory=lambda: ["bm25", "dense"])
-    sampler: str = "top"
-    num_negatives: int = 4
-    window: tuple[int, int] = (10, 50)
-    seed: int = 42
-    retriever_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    sampler_options: dict[str, Any] = field(default_factory=dict)
+    """candidates and sampling"""
+
+    retrievers: list[str] = option(default_factory=lambda: ["bm25", "dense"], flag="--retriever",
+                                   help="candidate retriever, repeatable: bm25, dense, hybrid, cluster")
+    sampler: str = option("top", help="how negatives are picked: top, random-in-window, star")
+    num_negatives: int = option(4, help="negatives per query")
+    window: tuple[int, int] = option((10, 50), metavar=("START", "END"),
+                                     help="1-based rank window (inclusive) negatives are drawn from")
+    seed: int = option(42, help="seed of the random samplers")
+    retriever_options: dict[str, dict[str, Any]] = option(
+        default_factory=dict, flag="--retriever-option", nested=True,
+        help="retriever option, repeatable: e.g. bm25.k1=1.2, hybrid.fusion=score, cluster.n_clusters=64")
+    sampler_options: dict[str, Any] = option(default_factory=dict, flag="--sampler-option",
+                                              help="sampler option, repeatable: e.g. hard_ratio=0.5 for star")
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     # candidate lists and teacher scores are cached here (None: no cache, nothing resumes)
     cache_dir: str | None = None
@@ -143,21 +147,20 @@ def retrieve_candidates(name: str, options: dict, queries: dict[str, str], corpu
     return cands, doc_clusters, query_clusters
 
 
+def _rounded(score: float | None) -> float | None:
+    return None if score is None else round(float(score), 6)
+
+
 def select_negatives(ranked: list[tuple[str, float]], positives: set[str], positive_texts: set[str],
                      corpus: dict, sampler, n: int, window: tuple[int, int], rng: random.Random,
-                     source: str, context: SampleContext | None = None) -> list[dict]:
+                     source: str, context: SampleContext | None = None) -> list[Candidate]:
     # ranks are positions in the retriever's own list, so they match its TREC run
-    candidates = [(doc, score, rank) for rank, (doc, score) in enumerate(ranked, start=1)
+    candidates = [Candidate(doc, score, rank, source) for rank, (doc, score) in enumerate(ranked, start=1)
                   if doc not in positives and doc_text(corpus[doc]) not in positive_texts]
     picked = sampler(candidates, n, window, rng, context=context)
-    out = []
-    for cand in picked:
-        doc, score, rank = cand[:3]
-        if doc_text(corpus[doc]) in positive_texts:  # a random draw may hit a copy of the positive
-            continue
-        out.append({"doc_id": doc, "source": cand[3] if len(cand) > 3 else source, "rank": rank,
-                    "score": None if score is None else round(float(score), 6)})
-    return out
+    # a random draw may hit a copy of the positive
+    return [Candidate(c.doc_id, _rounded(c.score), c.rank, c.source or source) for c in picked
+            if doc_text(corpus[c.doc_id]) not in positive_texts]
 
 
 def check_inputs(dataset: BeirDataset) -> tuple[dict[str, str], dict[str, set[str]]]:
@@ -182,7 +185,7 @@ def check_inputs(dataset: BeirDataset) -> tuple[dict[str, str], dict[str, set[st
     return {qid: dataset.queries[qid] for qid in dataset.qrels}, positives
 
 
-def mine(dataset: BeirDataset, config: MineConfig) -> list[dict]:
+def mine(dataset: BeirDataset, config: MineConfig) -> list[TrainingRecord]:
     config.validate()
     queries, positives = check_inputs(dataset)
     corpus = dataset.corpus
@@ -195,7 +198,7 @@ def mine(dataset: BeirDataset, config: MineConfig) -> list[dict]:
                  if config.cache_dir else "")
     pos_texts = {qid: {doc_text(corpus[d]) for d in pos} for qid, pos in positives.items()}
 
-    per_source: dict[str, dict[str, list[dict]]] = {}
+    per_source: dict[str, dict[str, list[Candidate]]] = {}
     ranked: dict[str, dict] = {}
     doc_clusters: dict[str, int] = {}
     query_clusters: dict[str, int] = {}
@@ -212,14 +215,14 @@ def mine(dataset: BeirDataset, config: MineConfig) -> list[dict]:
                                   SampleContext(corpus_ids, positives[qid]))
             for qid in tqdm(queries, desc=f"sample {name}")}
 
-    pools: dict[str, list[dict]] = {}
+    pools: dict[str, list[Negative]] = {}
     for qid in queries:
         merged, seen = [], set()
         for group in zip_longest(*(per_source[name][qid] for name in config.retrievers)):
-            for neg in group:
-                if neg is not None and neg["doc_id"] not in seen:
-                    seen.add(neg["doc_id"])
-                    merged.append(pool_item(neg, corpus, doc_clusters))
+            for cand in group:
+                if cand is not None and cand.doc_id not in seen:
+                    seen.add(cand.doc_id)
+                    merged.append(pool_item(cand, corpus, doc_clusters))
         pools[qid] = merged[:pool_size]
 
     extras: dict[str, dict] = {qid: {} for qid in queries}
@@ -237,37 +240,36 @@ def mine(dataset: BeirDataset, config: MineConfig) -> list[dict]:
         negatives = pools[qid][:config.num_negatives]
         if not negatives:
             continue
+        audit = dict(extras[qid])
+        if qid in query_clusters:
+            audit["query_cluster"] = query_clusters[qid]
         for pid in sorted(positives[qid]):
-            record = {"query_id": qid, "query": queries[qid], "positive_id": pid,
-                      "positive": doc_text(corpus[pid]), "negatives": negatives, **extras[qid]}
-            if qid in query_clusters:
-                record["query_cluster"] = query_clusters[qid]
-            records.append(record)
+            records.append(TrainingRecord(query=queries[qid], positive=doc_text(corpus[pid]),
+                                          negatives=[replace(n) for n in negatives], query_id=qid,
+                                          positive_id=pid, audit=audit))
     return records
 
 
-def pool_item(candidate: dict, corpus: dict, doc_clusters: dict[str, int]) -> dict:
+def pool_item(candidate: Candidate, corpus: dict, doc_clusters: dict[str, int]) -> Negative:
     """A candidate as it enters a query's pool: with its text and, from the cluster retriever, its cluster."""
-    item = {**candidate, "text": doc_text(corpus[candidate["doc_id"]])}
-    if candidate["doc_id"] in doc_clusters:
-        item["cluster"] = doc_clusters[candidate["doc_id"]]
-    return item
+    return Negative(text=doc_text(corpus[candidate.doc_id]), doc_id=candidate.doc_id, source=candidate.source,
+                    rank=candidate.rank, score=candidate.score, cluster=doc_clusters.get(candidate.doc_id))
 
 
 def next_window_candidates(qid: str, ranked: dict[str, dict], positives: set[str], positive_texts: set[str],
                            corpus: dict, window: tuple[int, int], seen: set[str], n: int,
-                           doc_clusters: dict[str, int]) -> list[dict]:
+                           doc_clusters: dict[str, int]) -> list[Negative]:
     """Up to ``n`` unseen candidates of the query's window, best rank first, the retrievers interleaved."""
-    lists = [[{"doc_id": doc, "source": name, "rank": rank, "score": None if score is None else round(float(score), 6)}
+    lists = [[Candidate(doc, _rounded(score), rank, name)
               for rank, (doc, score) in enumerate(cands.get(qid, []), start=1)
               if window[0] <= rank <= window[1] and doc not in positives]
              for name, cands in ranked.items()]
-    out: list[dict] = []
+    out: list[Negative] = []
     for group in zip_longest(*lists):
         for cand in group:
-            if cand is None or cand["doc_id"] in seen or doc_text(corpus[cand["doc_id"]]) in positive_texts:
+            if cand is None or cand.doc_id in seen or doc_text(corpus[cand.doc_id]) in positive_texts:
                 continue
-            seen.add(cand["doc_id"])
+            seen.add(cand.doc_id)
             out.append(pool_item(cand, corpus, doc_clusters))
             if len(out) == n:
                 return out
@@ -276,10 +278,10 @@ def next_window_candidates(qid: str, ranked: dict[str, dict], positives: set[str
 
 def refill_short_pools(queries: dict[str, str], positives: dict[str, set[str]], pos_texts: dict[str, set[str]],
                        corpus: dict, ranked: dict[str, dict], doc_clusters: dict[str, int],
-                       pools: dict[str, list[dict]], extras: dict[str, dict], config: MineConfig) -> None:
+                       pools: dict[str, list[Negative]], extras: dict[str, dict], config: MineConfig) -> None:
     """Top up, in place, the pools that denoising left with fewer than ``num_negatives``."""
     chunk = config.num_negatives * config.denoise.oversample
-    seen = {qid: {n["doc_id"] for n in pools[qid]} | {d["doc_id"] for d in extras[qid].get("dropped", [])}
+    seen = {qid: {n.doc_id for n in pools[qid]} | {d["doc_id"] for d in extras[qid].get("dropped", [])}
             for qid in queries}
     rounds = 0
     teacher = config.denoise.build_teacher()
@@ -306,18 +308,18 @@ def refill_short_pools(queries: dict[str, str], positives: dict[str, set[str]], 
 
 
 def denoise_pools(queries: dict[str, str], positives: dict[str, set[str]], corpus: dict,
-                  pools: dict[str, list[dict]],
+                  pools: dict[str, list[Negative]],
                   config: MineConfig, teacher=None,
-                  log: bool = True) -> tuple[dict[str, list[dict]], dict[str, dict]]:
+                  log: bool = True) -> tuple[dict[str, list[Negative]], dict[str, dict]]:
     """Rescore each query's positives and candidate pool with the teacher and drop likely false negatives."""
     cfg = config.denoise
     teacher = teacher or cfg.build_teacher()
     pairs: list[tuple[str, str]] = []
     for qid, query in queries.items():
         pairs += [(query, doc_text(corpus[p])) for p in sorted(positives[qid])]
-        pairs += [(query, neg["text"]) for neg in pools[qid]]
+        pairs += [(query, neg.text) for neg in pools[qid]]
     scores = score_pairs_cached(teacher, pairs, config.cache_dir)
-    kept_pools: dict[str, list[dict]] = {}
+    kept_pools: dict[str, list[Negative]] = {}
     extras: dict[str, dict] = {}
     at = 0
     n_dropped = 0
@@ -337,13 +339,13 @@ def denoise_pools(queries: dict[str, str], positives: dict[str, set[str]], corpu
             weights = np.ones(n_neg) if disagrees else soft_weights(neg_scores, pos_score, cfg.soft_start)
         kept, dropped = [], []
         for i, (neg, s, reason) in enumerate(zip(pools[qid], neg_scores, reasons, strict=True)):
-            item = {**neg, "teacher_score": round(float(s), 6)}
+            item = replace(neg, teacher_score=round(float(s), 6))
             if reason is not None:
-                dropped.append({"doc_id": neg["doc_id"], "source": neg["source"], "rank": neg["rank"],
-                                "teacher_score": item["teacher_score"], "reason": reason})
+                dropped.append({"doc_id": neg.doc_id, "source": neg.source, "rank": neg.rank,
+                                "teacher_score": item.teacher_score, "reason": reason})
                 continue
             if weights is not None:
-                item["weight"] = round(float(weights[i]), 6)
+                item.weight = round(float(weights[i]), 6)
             kept.append(item)
         n_dropped += len(dropped)
         kept_pools[qid] = kept

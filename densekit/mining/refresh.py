@@ -9,11 +9,7 @@ writes ``negatives-NNNN.json`` atomically; the trainer swaps them in when it see
 
     python -m densekit.mining.refresh JOB.json
 
-``JOB.json``: ``checkpoint``, ``data`` and ``split`` (a BEIR folder or name), ``state_dir``, ``refresh``
-(the refresh number), ``fraction``, ``max_seq_length``, ``batch_size``, ``threads``, ``base_model`` (encodes
-the corpus on the first refresh when no embeddings exist yet; its cache in ``cache_dir`` is reused),
-``cache_dir`` and ``mine`` (``num_negatives``, ``window``, ``sampler``, ``sampler_options``, ``seed``,
-``denoise``: the fields of :class:`densekit.mining.denoise.DenoiseConfig`).
+``JOB.json`` holds a :class:`RefreshJob` (the trainer writes it; both sides read it through that one class).
 """
 
 from __future__ import annotations
@@ -24,12 +20,15 @@ import math
 import os
 import sys
 import time
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from densekit.errors import ConfigError
+from densekit.errors import ConfigError, DataError, DensekitError
+from densekit.mining.denoise import DenoiseConfig
+from densekit.mining.miner import MineConfig
 
 logger = logging.getLogger(__name__)
 
@@ -42,54 +41,97 @@ def refresh_slice(n_docs: int, fraction: float, refresh: int) -> np.ndarray:
     return (refresh * count + np.arange(count)) % n_docs
 
 
-def run_refresh(job: dict[str, Any]) -> dict[str, Any]:
+@dataclass
+class RefreshJob:
+    """What one refresh does; written by the trainer as ``job-NNNN.json``, read by the worker."""
+
+    data: str  # BEIR folder or name
+    split: str
+    state_dir: str
+    base_model: str  # encodes the corpus on the first refresh when no embeddings exist yet
+    num_negatives: int
+    checkpoint: str = ""  # the model to re-encode with (set at each launch)
+    refresh: int = 0  # the refresh number
+    fraction: float = 1.0
+    max_seq_length: int | None = None
+    batch_size: int = 64
+    threads: int = 1
+    cache_dir: str | None = None
+    window: tuple[int, int] = (10, 50)
+    sampler: str = "top"
+    sampler_options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 42
+    denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["window"] = list(self.window)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], path: str = "job") -> RefreshJob:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(obj) - known)
+        if unknown:
+            raise DataError(f"unknown field(s) {', '.join(unknown)}", path=path, field=unknown[0])
+        values = dict(obj)
+        values["window"] = tuple(values.get("window", (10, 50)))
+        try:
+            values["denoise"] = DenoiseConfig(**values.get("denoise", {}))
+            return cls(**values)
+        except TypeError as exc:
+            raise DataError(str(exc), path=path) from None
+
+    @classmethod
+    def read(cls, path: str | Path) -> RefreshJob:
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")), str(path))
+
+    def mine_config(self, embeddings: Path) -> MineConfig:
+        """Mining as ``densekit mine`` does it, over the refreshed embeddings, reseeded per refresh."""
+        return MineConfig(retrievers=["dense"], sampler=self.sampler, num_negatives=self.num_negatives,
+                          window=self.window, seed=self.seed + self.refresh, sampler_options=self.sampler_options,
+                          denoise=self.denoise,
+                          retriever_options={"dense": {"model": self.checkpoint, "batch_size": self.batch_size,
+                                                       "corpus_embeddings": str(embeddings),
+                                                       "max_seq_length": self.max_seq_length}},
+                          cache_dir=self.cache_dir)
+
+
+def run_refresh(job: RefreshJob) -> dict[str, Any]:
     from densekit.data.beir import doc_text, load_beir
     from densekit.embeddings import encode_cached, save_npy
     from densekit.io import atomic_write_json
-    from densekit.mining.denoise import DenoiseConfig
-    from densekit.mining.miner import MineConfig, mine
+    from densekit.mining.miner import mine
     from densekit.models import encode, load_model
 
     start = time.perf_counter()
-    state = Path(job["state_dir"])
-    refresh = int(job["refresh"])
-    dataset = load_beir(job["data"], job.get("split", "train"))
+    state = Path(job.state_dir)
+    dataset = load_beir(job.data, job.split)
     texts = [doc_text(dataset.corpus[d]) for d in dataset.corpus]
-    batch_size = int(job.get("batch_size", 64))
     emb_path = state / "doc_embeddings.npy"
     if emb_path.exists():
         embeddings = np.array(np.load(emb_path, allow_pickle=False))
         if embeddings.shape[0] != len(texts):
             raise ConfigError(f"{emb_path} holds {embeddings.shape[0]} rows for a corpus of {len(texts)}")
     else:
-        base = load_model(job.get("base_model") or job["checkpoint"], max_seq_length=job.get("max_seq_length"))
-        embeddings = encode_cached(base, texts, job.get("cache_dir"), batch_size=batch_size, desc="encode corpus")
+        base = load_model(job.base_model, max_seq_length=job.max_seq_length)
+        embeddings = encode_cached(base, texts, job.cache_dir, batch_size=job.batch_size, desc="encode corpus")
         del base
-    model = load_model(job["checkpoint"], max_seq_length=job.get("max_seq_length"))
-    rows = refresh_slice(len(texts), float(job.get("fraction", 1.0)), refresh)
-    embeddings[rows] = encode(model, [texts[i] for i in rows], batch_size=batch_size, desc="re-encode corpus")
+    model = load_model(job.checkpoint, max_seq_length=job.max_seq_length)
+    rows = refresh_slice(len(texts), job.fraction, job.refresh)
+    embeddings[rows] = encode(model, [texts[i] for i in rows], batch_size=job.batch_size, desc="re-encode corpus")
     save_npy(emb_path, embeddings)
     encode_s = time.perf_counter() - start
 
-    options = job.get("mine", {})
-    config = MineConfig(retrievers=["dense"], sampler=options.get("sampler", "top"),
-                        num_negatives=int(options.get("num_negatives", 2)),
-                        window=tuple(options.get("window", (10, 50))), seed=int(options.get("seed", 42)) + refresh,
-                        sampler_options=options.get("sampler_options", {}),
-                        denoise=DenoiseConfig(**options.get("denoise", {})),
-                        retriever_options={"dense": {"model": job["checkpoint"], "batch_size": batch_size,
-                                                     "corpus_embeddings": str(emb_path),
-                                                     "max_seq_length": job.get("max_seq_length")}},
-                        cache_dir=job.get("cache_dir"))
-    records = mine(dataset, config)
+    records = mine(dataset, job.mine_config(emb_path))
     negatives: dict[str, list[str]] = {}
     for record in records:
-        negatives.setdefault(record["query_id"], [n["doc_id"] for n in record["negatives"]])
-    result = {"refresh": refresh, "checkpoint": job["checkpoint"], "negatives": negatives,
+        negatives.setdefault(record.query_id, record.negative_ids)
+    result = {"refresh": job.refresh, "checkpoint": job.checkpoint, "negatives": negatives,
               "stats": {"seconds": round(time.perf_counter() - start, 2), "encode_seconds": round(encode_s, 2),
                         "docs_encoded": len(rows), "docs_total": len(texts), "queries": len(negatives),
-                        "denoised": bool(options.get("denoise", {}).get("teacher"))}}
-    atomic_write_json(state / f"negatives-{refresh:04d}.json", result)
+                        "denoised": job.denoise.enabled}}
+    atomic_write_json(state / f"negatives-{job.refresh:04d}.json", result)
     return result
 
 
@@ -99,12 +141,16 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m densekit.mining.refresh JOB.json", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    if job.get("threads"):
-        import torch
+    try:
+        job = RefreshJob.read(argv[0])
+        if job.threads:
+            import torch
 
-        torch.set_num_threads(int(job["threads"]))
-    result = run_refresh(job)
+            torch.set_num_threads(job.threads)
+        result = run_refresh(job)
+    except DensekitError as exc:
+        print(f"refresh: error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(result["stats"]))
     return 0
 

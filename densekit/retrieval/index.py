@@ -22,50 +22,50 @@ from densekit.registry import Registry
 
 INDEX_TYPES: Registry = Registry("index type", "densekit.retrieval.index_types")
 FORMAT_VERSION = 1
-SEARCH_PARAMS = ("nprobe", "ef_search", "k_factor")
+# densekit's names for the search-time knobs -> faiss.ParameterSpace's names
+SEARCH_PARAMS = {"nprobe": "nprobe", "ef_search": "efSearch", "k_factor": "k_factor_rf"}
 
 
-def _unwrap(index: faiss.Index) -> list[faiss.Index]:
-    """The index and the indexes it wraps (IndexRefine -> its base), each downcast to its real class."""
-    chain = [faiss.downcast_index(index)]
-    while isinstance(chain[-1], faiss.IndexRefine):
-        chain.append(faiss.downcast_index(chain[-1].base_index))
-    return chain
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One retrieved document: its id and its score (inner product; cosine for unit vectors)."""
+
+    doc_id: str
+    score: float
 
 
 def get_search_params(index: faiss.Index) -> dict[str, Any]:
-    """The search-time knobs of ``index`` (nprobe for IVF, ef_search for HNSW, k_factor for a refine step)."""
+    """The search-time knobs ``index`` has, with their values (nprobe, ef_search, k_factor)."""
     params: dict[str, Any] = {}
-    for part in _unwrap(index):
-        if isinstance(part, faiss.IndexRefine):
-            params["k_factor"] = float(part.k_factor)
-        elif isinstance(part, faiss.IndexIVF):
-            params["nprobe"] = int(part.nprobe)
-        elif isinstance(part, faiss.IndexHNSW):
-            params["ef_search"] = int(part.hnsw.efSearch)
+    top = faiss.downcast_index(index)
+    if isinstance(top, faiss.IndexRefine):
+        params["k_factor"] = float(top.k_factor)
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        params["nprobe"] = int(ivf.nprobe)
+    if isinstance(top, faiss.IndexHNSW):
+        params["ef_search"] = int(top.hnsw.efSearch)
     return params
 
 
 def apply_search_params(index: faiss.Index, params: dict[str, Any]) -> None:
-    """Set search-time knobs in place; a knob the index type does not have is a ConfigError."""
+    """Set search-time knobs in place through ``faiss.ParameterSpace``; a knob the index lacks is a ConfigError."""
     have = get_search_params(index)
     unknown = [name for name in params if name not in have]
     if unknown:
-        raise ConfigError(f"{type(index).__name__} has no search parameter(s) {', '.join(unknown)}; "
-                          f"it takes: {', '.join(have) or 'none'}")
-    for part in _unwrap(index):
-        if isinstance(part, faiss.IndexRefine) and "k_factor" in params:
-            if float(params["k_factor"]) < 1:
-                raise ConfigError(f"k_factor must be at least 1, got {params['k_factor']}")
-            part.k_factor = float(params["k_factor"])
-        elif isinstance(part, faiss.IndexIVF) and "nprobe" in params:
-            if not 1 <= int(params["nprobe"]) <= part.nlist:
-                raise ConfigError(f"nprobe must be between 1 and nlist={part.nlist}, got {params['nprobe']}")
-            part.nprobe = int(params["nprobe"])
-        elif isinstance(part, faiss.IndexHNSW) and "ef_search" in params:
-            if int(params["ef_search"]) < 1:
-                raise ConfigError(f"ef_search must be at least 1, got {params['ef_search']}")
-            part.hnsw.efSearch = int(params["ef_search"])
+        raise ConfigError(f"{type(faiss.downcast_index(index)).__name__} has no search parameter(s) "
+                          f"{', '.join(unknown)}; it takes: {', '.join(have) or 'none'}")
+    if "nprobe" in params:
+        nlist = faiss.extract_index_ivf(index).nlist
+        if not 1 <= int(params["nprobe"]) <= nlist:
+            raise ConfigError(f"nprobe must be between 1 and nlist={nlist}, got {params['nprobe']}")
+    if "ef_search" in params and int(params["ef_search"]) < 1:
+        raise ConfigError(f"ef_search must be at least 1, got {params['ef_search']}")
+    if "k_factor" in params and float(params["k_factor"]) < 1:
+        raise ConfigError(f"k_factor must be at least 1, got {params['k_factor']}")
+    space = faiss.ParameterSpace()
+    for name, value in params.items():
+        space.set_index_parameter(index, SEARCH_PARAMS[name], float(value))
 
 
 def _mmap_flags(meta: dict[str, Any]) -> int:
@@ -122,10 +122,19 @@ class DenseIndex:
             scores[start:start + batch_size], rows[start:start + batch_size] = s, r
         return scores, rows
 
-    def search_ids(self, query_embeddings: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
-        scores, rows = self.search(query_embeddings, k)
-        return [[(self.doc_ids[r], float(s)) for s, r in zip(srow, rrow, strict=True) if r >= 0]
+    def hits(self, scores: np.ndarray, rows: np.ndarray) -> list[list[Hit]]:
+        """Typed hits from the arrays :meth:`search` returns (missing rows, -1, left out)."""
+        return [[Hit(self.doc_ids[r], float(s)) for s, r in zip(srow, rrow, strict=True) if r >= 0]
                 for srow, rrow in zip(scores, rows, strict=True)]
+
+    def search_hits(self, query_embeddings: np.ndarray, k: int) -> list[list[Hit]]:
+        return self.hits(*self.search(query_embeddings, k))
+
+    @property
+    def query_model(self) -> str | None:
+        """The model that encodes queries for this index: the one that built it, or the query encoder trained
+        against it (ADORE); None when the index records none."""
+        return self.meta.get("query_model") or self.meta.get("resolved") or self.meta.get("model")
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)

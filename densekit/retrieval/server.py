@@ -13,13 +13,14 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -34,7 +35,8 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from densekit.errors import DataError, DensekitError
+from densekit.errors import ConfigError, DataError, DensekitError
+from densekit.options import option
 from densekit.retrieval.gpu import to_gpu
 from densekit.retrieval.index import DenseIndex
 
@@ -46,17 +48,30 @@ OPEN_ROUTES = ("/health",)  # answered without the API key (load balancers probe
 
 @dataclass
 class ServerConfig:
-    max_k: int = 100
-    max_queries: int = 64  # queries in one request
-    max_query_chars: int = 2048
-    max_body_bytes: int = 1 << 20
-    batch_wait_ms: float = 2.0  # how long the batcher waits for more requests once it has one
-    max_batch_queries: int = 128  # queries in one encode call
+    """server limits and behaviour"""
+
+    max_k: int = option(100, help="largest k a request may ask for")
+    max_queries: int = option(64, help="queries per request")
+    max_query_chars: int = option(2048, help="characters per query")
+    max_body_bytes: int = option(1 << 20, help="request body size limit")
+    batch_wait_ms: float = option(2.0, help="how long to gather concurrent requests into one encode call")
+    max_batch_queries: int = option(128, help="queries per encode call")
+    api_key: str | None = option(None, help="require this key on every route but /health "
+                                            "(default: $DENSEKIT_API_KEY, else none)")
+    allow_swap: bool = option(True, flag="--no-swap", help="disable POST /admin/swap")
+    mmap: Literal["auto", "on", "off"] = option("auto", help="memory-map the index (auto: when index.faiss is "
+                                                             "over 1 GiB)")
+    gpu: bool = option(True, flag="--no-gpu", help="keep the index on the CPU even when faiss has GPUs")
     encode_batch_size: int = 64
-    api_key: str | None = None
-    allow_swap: bool = True
-    mmap: str = "auto"  # "auto" | "on" | "off"
-    gpu: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_k", "max_queries", "max_query_chars", "max_body_bytes", "max_batch_queries"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.batch_wait_ms < 0:
+            raise ConfigError("--batch-wait-ms must not be negative")
+        if self.api_key is None:
+            self.api_key = os.environ.get("DENSEKIT_API_KEY") or None
 
 
 class SearchRequest(BaseModel):

@@ -15,14 +15,46 @@ written beside it (``<output>-index``, a densekit index folder whose ``meta.json
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from densekit.retrieval.index import DenseIndex
+from densekit.training.losses.base import DensekitLoss, LossContext, distributed_world
+
+
+def fixed_index(model_name: str, dataset, max_seq_length: int | None, cache_dir: str | None
+                ) -> tuple[DenseIndex, np.ndarray]:
+    """The corpus encoded once by a frozen copy of ``model_name``, as a flat index, and its embeddings.
+
+    Under ``torchrun`` rank 0 encodes and broadcasts the vectors: the corpus is encoded once, not once per rank.
+    """
+    from densekit.data.beir import doc_text
+    from densekit.embeddings import encode_cached
+    from densekit.models import describe_model, load_model
+
+    rank, world = distributed_world()
+    doc_ids = list(dataset.corpus)
+    doc_emb = None
+    seq_len = max_seq_length
+    if rank == 0:
+        doc_model = load_model(model_name, max_seq_length=max_seq_length)
+        seq_len = doc_model.max_seq_length
+        doc_emb = encode_cached(doc_model, [doc_text(dataset.corpus[d]) for d in doc_ids], cache_dir,
+                                desc="encode corpus (fixed)")
+        del doc_model
+    if world > 1:
+        import torch.distributed as dist
+
+        shape = [list(doc_emb.shape) if doc_emb is not None else None, seq_len]
+        dist.broadcast_object_list(shape, src=0)
+        tensor = torch.from_numpy(np.ascontiguousarray(doc_emb)) if rank == 0 else torch.empty(shape[0])
+        dist.broadcast(tensor, src=0)
+        doc_emb, seq_len = tensor.numpy(), shape[1]
+    meta = {**describe_model(model_name), "max_seq_length": seq_len, "trained_by": "adore"}
+    return DenseIndex.build(doc_emb, doc_ids, meta=meta), doc_emb
 
 
 def lambda_weights(ranks_pos: Tensor, ranks_neg: Tensor, ideal_dcg: float, cutoff: int | None = 10) -> Tensor:
@@ -34,25 +66,25 @@ def lambda_weights(ranks_pos: Tensor, ranks_neg: Tensor, ideal_dcg: float, cutof
     return (discount(ranks_pos)[:, None] - discount(ranks_neg)[None, :]).abs() / ideal_dcg
 
 
-class AdoreLoss(nn.Module):
-    """The ADORE step as a sentence-transformers loss over a one-column (query) dataset with ``label`` = row."""
+class AdoreLoss(DensekitLoss):
+    """The ADORE step as a sentence-transformers loss over a one-column (query) dataset with ``label`` = row.
 
-    def __init__(self, model: nn.Module, index: DenseIndex, doc_embeddings: np.ndarray, rows, depth: int = 200,
-                 scale: float = 20.0, cutoff: int | None = 10) -> None:
-        super().__init__()
-        self.model = model
+    Inputs: column ``(query)``, labels = row indices into ``context.rows`` (their qrels label the retrieved
+    documents). Each device ranks its own queries against the whole fixed index, so nothing is gathered."""
+
+    min_columns = 1
+    needs_rows = True
+    registered_name = "adore"
+
+    def __init__(self, model, index: DenseIndex, doc_embeddings: np.ndarray, depth: int = 200,
+                 scale: float = 20.0, cutoff: int | None = 10, *, context: LossContext | None = None) -> None:
+        super().__init__(model, context)
         self.index = index
         self.doc_embeddings = torch.from_numpy(np.ascontiguousarray(doc_embeddings, dtype=np.float32))
         self.row_of = {doc: i for i, doc in enumerate(index.doc_ids)}
-        self.rows = rows
         self.depth = depth
         self.scale = scale
         self.cutoff = cutoff
-
-    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
-        features = list(sentence_features)
-        queries = self.model(features[0])["sentence_embedding"]
-        return self.compute_loss_from_embeddings([queries], labels)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
         if labels is None:
@@ -60,9 +92,10 @@ class AdoreLoss(nn.Module):
         queries = F.normalize(embeddings[0], dim=-1)
         _, retrieved = self.index.search(queries.detach().float().cpu().numpy(), self.depth)
         docs = self.doc_embeddings.to(queries.device)
+        rows = self.context.rows
         losses = []
         for b, r in enumerate(labels.tolist()):
-            relevant = self.rows.relevant.get(self.rows.query_ids[int(r)], set())
+            relevant = rows.relevant.get(rows.query_id(int(r)), set())
             pos_rows = sorted(self.row_of[d] for d in relevant if d in self.row_of)
             pos_set = set(pos_rows)
             neg_rows = [int(i) for i in retrieved[b] if i >= 0 and int(i) not in pos_set]

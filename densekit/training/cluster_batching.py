@@ -139,6 +139,31 @@ def cluster_batch_sampler(labels: Sequence[int], centroids: np.ndarray | None = 
     return ClusterBatchSamplerFactory(labels, centroids, dedupe_columns)
 
 
+def cluster_count(setting: int | str, n_examples: int, batch_size: int) -> int:
+    if str(setting) == "auto":
+        return max(2, round(n_examples / batch_size))
+    try:
+        k = int(setting)
+    except (TypeError, ValueError):
+        raise ConfigError(f"cluster_batches must be a number of clusters or 'auto', got '{setting}'") from None
+    if not 2 <= k <= n_examples:
+        raise ConfigError(f"cluster_batches must be between 2 and the number of examples ({n_examples}), got {k}")
+    return k
+
+
+def cluster_sampler(model, dataset, setting: int | str, batch_size: int, seed: int) -> ClusterBatchSamplerFactory:
+    """A batch sampler factory grouping examples by k-means clusters of their queries' embeddings."""
+    import logging
+
+    k = cluster_count(setting, len(dataset), batch_size)
+    embeddings = model.encode(dataset["anchor"], batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                              show_progress_bar=True)
+    labels, centroids = cluster_examples(embeddings, k, seed=seed)
+    logging.getLogger(__name__).info("cluster-grouped batches: %d clusters over %d examples", len(centroids),
+                                     len(dataset))
+    return cluster_batch_sampler(labels, centroids)
+
+
 def mask_in_batch_false_negatives(scores: Tensor, targets: Tensor, margin: float = 0.0) -> Tensor:
     """Set to -inf every candidate (other than the target) scoring ``>= score(target) - margin``.
 

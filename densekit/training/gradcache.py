@@ -3,8 +3,8 @@
 Gao, Zhang, Han and Callan, "Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup",
 RepL4NLP 2021 (arXiv:2101.06983).
 
-``GradCacheLoss(loss, mini_batch_size)`` wraps any loss exposing ``compute_loss_from_embeddings`` and a
-``model``: (1) embed every column in mini-batches without a graph, saving each mini-batch's RNG state;
+``GradCacheLoss(loss, mini_batch_size)`` wraps any :class:`~densekit.training.losses.base.DensekitLoss`:
+(1) embed every column in mini-batches without a graph, saving each mini-batch's RNG state;
 (2) compute the loss on the whole batch of (leaf) embeddings and back-propagate to them, caching
 d loss / d embedding; (3) when the trainer calls ``backward`` on the returned loss, a hook re-embeds each
 mini-batch with a graph under its saved RNG state (so dropout draws the same masks) and back-propagates
@@ -25,14 +25,14 @@ from sentence_transformers.base.losses.gradcache import CachedLossMixin, has_sta
 from torch import Tensor, nn
 
 from densekit.errors import ConfigError
+from densekit.training.losses.base import DensekitLoss
 
 
 class GradCacheLoss(CachedLossMixin, nn.Module):
     def __init__(self, loss: nn.Module, mini_batch_size: int = 16, show_progress_bar: bool = False) -> None:
         super().__init__()
-        if not hasattr(loss, "compute_loss_from_embeddings"):
-            raise ConfigError(f"{type(loss).__name__} has no compute_loss_from_embeddings, "
-                              "so it cannot be cached")
+        if not isinstance(loss, DensekitLoss):
+            raise ConfigError(f"{type(loss).__name__} is not a DensekitLoss, so it cannot be cached")
         if mini_batch_size < 1:
             raise ConfigError(f"mini_batch_size must be >= 1, got {mini_batch_size}")
         if has_static_embedding_input(loss.model):
@@ -44,13 +44,11 @@ class GradCacheLoss(CachedLossMixin, nn.Module):
 
     @property
     def needs_full_batches(self) -> bool:
-        return bool(getattr(self.loss, "needs_full_batches", False))
+        return self.loss.needs_full_batches
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         sentence_features = list(sentence_features)
-        prepare = getattr(self.loss, "prepare_batch", None)
-        if prepare is not None:
-            prepare(sentence_features)
+        self.loss.prepare_batch(sentence_features)
         return self.forward_cached(sentence_features, labels)
 
     def calculate_loss(self, reps: list[list[Tensor]], labels: Tensor | None = None, *,
@@ -65,8 +63,7 @@ class GradCacheLoss(CachedLossMixin, nn.Module):
         return loss
 
     def get_config_dict(self) -> dict[str, Any]:
-        inner = self.loss.get_config_dict() if hasattr(self.loss, "get_config_dict") else {}
-        return {**inner, "gradcache": True, "mini_batch_size": self.mini_batch_size}
+        return {**self.loss.get_config_dict(), "gradcache": True, "mini_batch_size": self.mini_batch_size}
 
     @property
     def citation(self) -> str:

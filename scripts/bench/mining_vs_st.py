@@ -53,7 +53,7 @@ def run_side(args) -> dict:
     start = time.perf_counter()
     negatives: dict[str, list[str]] = {}
     if args.side == "export":
-        from densekit.onnx_encoder import load_encoder
+        from densekit.encoders import load_encoder
 
         load_encoder(args.model, args.max_seq_length, args.backend, args.cache_dir)
     elif args.side == "st":

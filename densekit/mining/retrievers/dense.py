@@ -12,11 +12,11 @@ import numpy as np
 
 from densekit.data.beir import doc_text
 from densekit.embeddings import encode_cached
+from densekit.encoders import load_encoder
 from densekit.errors import DataError
 from densekit.mining.registry import RETRIEVERS
 from densekit.mining.retrievers.base import Candidates
 from densekit.models import default_cache_dir, encode
-from densekit.onnx_encoder import load_encoder
 from densekit.retrieval.index import DenseIndex
 
 
@@ -58,4 +58,5 @@ class DenseRetriever:
             q_emb, doc_emb = embed_queries_and_corpus(self.model, queries, corpus, self.batch_size, self.bf16,
                                                       self.cache_dir, self.max_seq_length, self.backend)
         index = DenseIndex.build(doc_emb, list(corpus), self.index_type)
-        return dict(zip(queries, index.search_ids(q_emb, k), strict=True))
+        hits = index.search_hits(q_emb, k)
+        return {qid: [(h.doc_id, h.score) for h in found] for qid, found in zip(queries, hits, strict=True)}

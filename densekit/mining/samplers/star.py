@@ -32,9 +32,9 @@ def sample_star(candidates: list[Candidate], n: int, window: tuple[int, int], rn
     n_hard = int(round(n * hard_ratio))
     pool = in_window(candidates, window)
     hard = pool[:n_hard] if hard_sampling == "top" else sorted(rng.sample(pool, min(n_hard, len(pool))),
-                                                             key=lambda c: c[2])
-    picked = {c[0] for c in hard}
-    ranks = {c[0]: (c[1], c[2]) for c in candidates}
+                                                             key=lambda c: c.rank)
+    picked = {c.doc_id for c in hard}
+    ranks = {c.doc_id: (c.score, c.rank) for c in candidates}
     randoms: list[Candidate] = []
     need = n - len(hard)
     max_tries = 20 * need + 100
@@ -46,7 +46,7 @@ def sample_star(candidates: list[Candidate], n: int, window: tuple[int, int], rn
             continue
         picked.add(doc)
         score, rank = ranks.get(doc, (None, None))
-        randoms.append((doc, score, rank, "random"))
+        randoms.append(Candidate(doc, score, rank, "random"))
     return interleave(list(hard), randoms)
 
 

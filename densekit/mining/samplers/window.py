@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from densekit.mining.registry import SAMPLERS
 
-# a candidate is (doc_id, score, rank), rank 1-based in the retriever's full list; a sampler may
-# return a 4th element, the source, for negatives that did not come from the retriever (e.g. random)
-Candidate = tuple
+
+class Candidate(NamedTuple):
+    """A candidate negative: ``rank`` is 1-based in its retriever's list (None for a document drawn from outside
+    it), ``source`` the retriever, or what else produced it (``random``)."""
+
+    doc_id: str
+    score: float | None
+    rank: int | None
+    source: str | None = None
 
 
 @dataclass
@@ -21,7 +28,7 @@ class SampleContext:
 
 def in_window(candidates: list[Candidate], window: tuple[int, int]) -> list[Candidate]:
     low, high = window
-    return [c for c in candidates if low <= c[2] <= high]
+    return [c for c in candidates if c.rank is not None and low <= c.rank <= high]
 
 
 @SAMPLERS.register("top")
@@ -35,4 +42,4 @@ def sample_random(candidates: list[Candidate], n: int, window: tuple[int, int],
                   rng: random.Random, context: SampleContext | None = None) -> list[Candidate]:
     pool = in_window(candidates, window)
     picked = rng.sample(pool, min(n, len(pool)))
-    return sorted(picked, key=lambda c: c[2])
+    return sorted(picked, key=lambda c: c.rank)

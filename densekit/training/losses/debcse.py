@@ -39,16 +39,15 @@ taken as 0 for every pair, i.e. the weighting uses the semantic axis only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from densekit.errors import ConfigError
-from densekit.training.losses import LOSSES
-from densekit.training.losses.infonce import cosine_scores
+from densekit.training.losses import register_loss
+from densekit.training.losses.base import DensekitLoss, LossContext, cosine_scores, own_columns
 
 
 def token_jaccard(left: Tensor, right: Tensor) -> Tensor:
@@ -84,47 +83,55 @@ def inverse_propensity_weights(values: Tensor, valid: Tensor, num_bins: int, max
     return torch.where(valid, weights.clamp_max(max_weight), weights)
 
 
-@LOSSES.register("debcse")
-class DebCSELoss(nn.Module):
-    def __init__(self, model: nn.Module, temperature: float = 0.05, false_negative_threshold: float = 0.9,
-                 num_bins: int = 5, max_weight: float = 10.0, num_negatives: int | None = None) -> None:
-        super().__init__()
+@register_loss("debcse")
+class DebCSELoss(DensekitLoss):
+    """Inputs: columns ``(anchor, positive[, negatives...])``, usually ``(s, s)``; no labels."""
+
+    gathers = True
+
+    def __init__(self, model, temperature: float = 0.05, false_negative_threshold: float = 0.9,
+                 num_bins: int = 5, max_weight: float = 10.0, num_negatives: int | None = None, *,
+                 context: LossContext | None = None) -> None:
+        super().__init__(model, context)
         if num_bins < 1:
             raise ConfigError(f"num_bins must be >= 1, got {num_bins}")
         if num_negatives is not None and num_negatives < 1:
             raise ConfigError(f"num_negatives must be >= 1 or None, got {num_negatives}")
-        self.model = model
         self.temperature = temperature
         self.false_negative_threshold = false_negative_threshold
         self.num_bins = num_bins
         self.max_weight = max_weight
         self.num_negatives = num_negatives
+        tokenizer = getattr(model, "tokenizer", None)  # read now: a DDP wrapper does not forward it
+        self._special = torch.tensor(sorted(set(getattr(tokenizer, "all_special_ids", []) or [])), dtype=torch.long)
+        self._vocab = len(tokenizer) if tokenizer is not None else None
         self._surface: Tensor | None = None
 
     def prepare_batch(self, sentence_features: list[dict[str, Tensor]]) -> None:
         """Surface similarities from the token ids; called before the embeddings (GradCache calls it too)."""
-        if not sentence_features or "input_ids" not in sentence_features[0]:
+        if len(sentence_features) < 2 or "input_ids" not in sentence_features[0]:
             self._surface = None
             return
-        tokenizer = getattr(self.model, "tokenizer", None)
-        vocab = max(int(f["input_ids"].max()) for f in sentence_features) + 1
-        special = torch.tensor(sorted(set(getattr(tokenizer, "all_special_ids", []) or [])), dtype=torch.long)
-        bags = [token_indicators(f, vocab, special) for f in sentence_features]
-        self._surface = token_jaccard(bags[0], torch.cat(bags[1:])) if len(bags) > 1 else None
+        vocab = self._vocab or max(int(f["input_ids"].max()) for f in sentence_features) + 1
+        bags = [token_indicators(f, vocab, self._special) for f in sentence_features]
+        candidates = torch.cat([self.gather_bags(bag) for bag in bags[1:]])
+        self._surface = token_jaccard(bags[0], candidates)
 
-    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
-        sentence_features = list(sentence_features)
-        self.prepare_batch(sentence_features)
-        embeddings = [self.model(features)["sentence_embedding"] for features in sentence_features]
-        return self.compute_loss_from_embeddings(embeddings, labels)
+    def gather_bags(self, bag: Tensor) -> Tensor:
+        if not self.gathering:
+            return bag
+        from sentence_transformers.util.distributed import all_gather
+
+        return all_gather(bag.to(torch.uint8)).float()
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None,
                                      surface: Tensor | None = None) -> Tensor:
-        if len(embeddings) < 2:
-            raise ConfigError("debcse needs (anchor, positive[, negatives...]) columns")
+        self.check_columns(embeddings)
         anchors = embeddings[0]
         n = len(anchors)
-        candidates = torch.cat(embeddings[1:])
+        columns = [self.gather(column) for column in embeddings[1:]]
+        total, offset = len(columns[0]), self.offset(n)
+        candidates = torch.cat(columns)
         scores = cosine_scores(anchors, candidates)
         if surface is None:
             surface = self._surface
@@ -135,16 +142,16 @@ class DebCSELoss(nn.Module):
         semantic = scores.detach()
         rows = torch.arange(n, device=anchors.device)
         is_positive = torch.zeros_like(scores, dtype=torch.bool)
-        is_positive[rows, rows] = True
+        is_positive[rows, offset + rows] = True
         own_hard = torch.zeros_like(is_positive)
-        for column in range(1, len(embeddings) - 1):
-            own_hard[rows, column * n + rows] = True
+        if len(embeddings) > 2:
+            own_hard.scatter_(1, own_columns(n, len(embeddings) - 2, total, offset, anchors.device), True)
         false_negative = (semantic > self.false_negative_threshold) & ~is_positive & ~own_hard
         negatives = ~is_positive & ~false_negative
 
         coords = torch.stack([surface, semantic.clamp(0, 1)], dim=-1)
         negative_weights = inverse_propensity_weights(coords, negatives, self.num_bins, self.max_weight)
-        positive_surface = surface[rows, rows].unsqueeze(-1)
+        positive_surface = surface[rows, offset + rows].unsqueeze(-1)
         positive_weights = inverse_propensity_weights(positive_surface, torch.ones(n, dtype=torch.bool,
                                                       device=anchors.device), self.num_bins, self.max_weight)
 
@@ -161,7 +168,7 @@ class DebCSELoss(nn.Module):
             log_weights = negative_weights.clamp_min(1e-12).log()
             offsets = torch.where(negatives, log_weights, torch.zeros_like(logits))
             logits = (logits + offsets).masked_fill(~(negatives | is_positive), float("-inf"))
-        per_row = F.cross_entropy(logits, rows, reduction="none")
+        per_row = F.cross_entropy(logits, offset + rows, reduction="none")
         return (per_row * positive_weights).sum() / positive_weights.sum()
 
     def get_config_dict(self) -> dict[str, Any]:

@@ -14,62 +14,65 @@ resulting scores are comparable across queries (what a threshold or an AUC measu
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from densekit.errors import ConfigError
-from densekit.training.losses import LOSSES
-from densekit.training.losses.infonce import cosine_scores
+from densekit.training.losses import register_loss
+from densekit.training.losses.base import DensekitLoss, LossContext, cosine_scores
 
 
-def negative_mask(batch_size: int, num_columns: int, in_batch: bool, hard: bool, device=None) -> Tensor:
-    """``[batch, batch * (num_columns - 1)]`` boolean mask of the candidates that are negatives for each row.
+def negative_mask(batch_size: int, num_columns: int, in_batch: bool, hard: bool, device=None,
+                  total: int | None = None, offset: int = 0) -> Tensor:
+    """``[batch, total * (num_columns - 1)]`` boolean mask of the candidates that are negatives for each row.
 
-    Candidate block 0 holds the positives (row ``i``'s own positive at column ``i``), blocks 1.. the hard
-    negatives column by column.
+    Candidate block 0 holds the (gathered) positives, ``total`` rows with row ``i``'s own at ``offset + i``;
+    blocks 1.. the hard negatives column by column, laid out the same way.
     """
-    eye = torch.eye(batch_size, dtype=torch.bool, device=device)
-    blocks = [~eye if in_batch else torch.zeros_like(eye)]
+    total = batch_size if total is None else total
+    own = torch.zeros(batch_size, total, dtype=torch.bool, device=device)
+    own[torch.arange(batch_size, device=device), offset + torch.arange(batch_size, device=device)] = True
+    blocks = [~own if in_batch else torch.zeros_like(own)]
     for _ in range(num_columns - 2):
         if not hard:
-            blocks.append(torch.zeros_like(eye))
+            blocks.append(torch.zeros_like(own))
         else:
-            blocks.append(torch.ones_like(eye) if in_batch else eye.clone())
+            blocks.append(torch.ones_like(own) if in_batch else own.clone())
     return torch.cat(blocks, dim=1)
 
 
-@LOSSES.register("mw")
-class MWLoss(nn.Module):
-    def __init__(self, model: nn.Module, scale: float = 20.0, in_batch_negatives: bool = True,
-                 hard_negatives: bool = True) -> None:
-        super().__init__()
+@register_loss("mw")
+class MWLoss(DensekitLoss):
+    """Inputs: columns ``(query, positive[, negative_1..n])``; no labels."""
+
+    gathers = True
+
+    def __init__(self, model, scale: float = 20.0, in_batch_negatives: bool = True, hard_negatives: bool = True, *,
+                 context: LossContext | None = None) -> None:
+        super().__init__(model, context)
         if not (in_batch_negatives or hard_negatives):
             raise ConfigError("mw loss needs in_batch_negatives or hard_negatives (or both)")
-        self.model = model
         self.scale = scale
         self.in_batch_negatives = in_batch_negatives
         self.hard_negatives = hard_negatives
 
-    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
-        embeddings = [self.model(features)["sentence_embedding"] for features in sentence_features]
-        return self.compute_loss_from_embeddings(embeddings, labels)
-
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
-        if len(embeddings) < 2:
-            raise ConfigError("mw loss needs (query, positive[, negatives...]) columns")
+        self.check_columns(embeddings)
         anchors = embeddings[0]
         n = len(anchors)
-        scores = cosine_scores(anchors, torch.cat(embeddings[1:]))
-        positive = scores[:, :n].diagonal().unsqueeze(1)
-        mask = negative_mask(n, len(embeddings), self.in_batch_negatives, self.hard_negatives, anchors.device)
+        columns = [self.gather(column) for column in embeddings[1:]]
+        total, offset = len(columns[0]), self.offset(n)
+        scores = cosine_scores(anchors, torch.cat(columns))
+        positive = scores[torch.arange(n, device=anchors.device), offset + torch.arange(n, device=anchors.device)]
+        mask = negative_mask(n, len(embeddings), self.in_batch_negatives, self.hard_negatives, anchors.device,
+                             total, offset)
         if not mask.any():
             raise ConfigError("mw loss found no negatives: use batch size > 1 or add hard negatives")
-        margins = (positive - scores)[mask]
+        margins = (positive.unsqueeze(1) - scores)[mask]
         return F.softplus(-self.scale * margins).mean()
 
     def get_config_dict(self) -> dict[str, Any]:

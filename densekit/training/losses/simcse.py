@@ -14,47 +14,36 @@ Gao, Yao and Chen, "SimCSE: Simple Contrastive Learning of Sentence Embeddings",
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from densekit.errors import ConfigError
-from densekit.training.losses import LOSSES
-from densekit.training.losses.infonce import cosine_scores
+from densekit.training.losses import register_loss
+from densekit.training.losses.base import DensekitLoss, LossContext, cosine_scores, own_columns
 
 
 def temperature_cross_entropy(anchors: Tensor, candidates: Tensor, temperature: float,
-                              logit_bias: Tensor | None = None) -> Tensor:
-    """Mean cross-entropy of picking candidate ``i`` for anchor ``i`` (candidate rows ``>= len(anchors)`` are
-    extra negatives). ``logit_bias`` is added to the scaled cosine scores."""
+                              logit_bias: Tensor | None = None, offset: int = 0) -> Tensor:
+    """Mean cross-entropy of picking candidate ``offset + i`` for anchor ``i`` (the other candidates are
+    negatives). ``logit_bias`` is added to the scaled cosine scores."""
     scores = cosine_scores(anchors, candidates) / temperature
     if logit_bias is not None:
         scores = scores + logit_bias
-    targets = torch.arange(len(anchors), device=anchors.device)
+    targets = offset + torch.arange(len(anchors), device=anchors.device)
     return F.cross_entropy(scores, targets)
 
 
-class _SimCSEBase(nn.Module):
-    min_columns = 2
+class _SimCSEBase(DensekitLoss):
+    gathers = True
 
-    def __init__(self, model: nn.Module, temperature: float = 0.05) -> None:
-        super().__init__()
+    def __init__(self, model, temperature: float = 0.05, *, context: LossContext | None = None) -> None:
+        super().__init__(model, context)
         if temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {temperature}")
-        self.model = model
         self.temperature = temperature
-
-    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
-        embeddings = [self.model(features)["sentence_embedding"] for features in sentence_features]
-        return self.compute_loss_from_embeddings(embeddings, labels)
-
-    def _check(self, embeddings: list[Tensor]) -> None:
-        if len(embeddings) < self.min_columns:
-            raise ConfigError(f"{type(self).__name__} needs at least {self.min_columns} input columns, "
-                              f"got {len(embeddings)}")
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"temperature": self.temperature}
@@ -66,38 +55,45 @@ title={SimCSE: Simple Contrastive Learning of Sentence Embeddings},
 author={Gao, Tianyu and Yao, Xingcheng and Chen, Danqi}, booktitle={EMNLP}, year={2021}}"""
 
 
-@LOSSES.register("simcse-unsup")
+@register_loss("simcse-unsup")
 class SimCSEUnsupervisedLoss(_SimCSEBase):
-    """Unsupervised SimCSE over ``(s, s)`` rows: dropout views are positives, the batch the negatives."""
+    """Unsupervised SimCSE over ``(s, s)`` rows: dropout views are positives, the batch the negatives.
+
+    Inputs: columns ``(s, s)`` (the same text twice, embedded in two forward passes); no labels."""
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
-        self._check(embeddings)
-        return temperature_cross_entropy(embeddings[0], torch.cat(embeddings[1:]), self.temperature)
+        self.check_columns(embeddings)
+        candidates = torch.cat([self.gather(column) for column in embeddings[1:]])
+        return temperature_cross_entropy(embeddings[0], candidates, self.temperature,
+                                         offset=self.offset(len(embeddings[0])))
 
 
-@LOSSES.register("simcse-sup")
+@register_loss("simcse-sup")
 class SimCSESupervisedLoss(_SimCSEBase):
-    """Supervised SimCSE over ``(premise, entailment, contradiction)`` rows."""
+    """Supervised SimCSE over ``(premise, entailment, contradiction)`` rows.
+
+    Inputs: columns ``(premise, entailment, contradiction)``; no labels."""
 
     min_columns = 3
 
-    def __init__(self, model: nn.Module, temperature: float = 0.05,
-                 hard_negative_weight: float = 0.0) -> None:
-        super().__init__(model, temperature)
+    def __init__(self, model, temperature: float = 0.05, hard_negative_weight: float = 0.0, *,
+                 context: LossContext | None = None) -> None:
+        super().__init__(model, temperature, context=context)
         self.hard_negative_weight = hard_negative_weight
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
-        self._check(embeddings)
+        self.check_columns(embeddings)
         anchors = embeddings[0]
-        candidates = torch.cat(embeddings[1:])
+        n = len(anchors)
+        columns = [self.gather(column) for column in embeddings[1:]]
+        candidates = torch.cat(columns)
+        offset = self.offset(n)
         bias = None
-        if self.hard_negative_weight:
-            n = len(anchors)
+        if self.hard_negative_weight:  # SimCSE's additive weight on each row's own contradiction
             bias = torch.zeros(n, len(candidates), device=anchors.device, dtype=anchors.dtype)
-            own = torch.arange(n, device=anchors.device)
-            for column in range(1, len(embeddings) - 1):  # each hard-negative column: the row's own one
-                bias[own, column * n + own] = self.hard_negative_weight
-        return temperature_cross_entropy(anchors, candidates, self.temperature, bias)
+            index = own_columns(n, len(embeddings) - 2, len(columns[0]), offset, anchors.device)
+            bias.scatter_(1, index, self.hard_negative_weight)
+        return temperature_cross_entropy(anchors, candidates, self.temperature, bias, offset)
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "hard_negative_weight": self.hard_negative_weight}

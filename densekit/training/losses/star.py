@@ -15,65 +15,66 @@ vectors; cosine needs the scale).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from densekit.training.losses import LOSSES
-from densekit.training.losses.infonce import cosine_scores
+from densekit.training.losses import register_loss
+from densekit.training.losses.base import DensekitLoss, LossContext, cosine_scores
 
 
-def relevance_mask(labels: Tensor, rows, num_negative_columns: int, static_negatives: bool = True) -> Tensor:
-    """True where candidate j is relevant to (or the positive of) anchor i; candidates = positives, then negs.
+def relevance_mask(labels: Tensor, rows, num_negative_columns: int, static_negatives: bool = True,
+                   candidate_labels: Tensor | None = None) -> Tensor:
+    """True where candidate j is relevant to (or the positive of) anchor i. Anchors are the rows ``labels``;
+    candidates the positives of the rows ``candidate_labels`` (default: the same), then each hard-negative
+    column of those rows.
 
     With ``static_negatives=False`` (ANCE swaps the negatives outside the rows) the hard-negative columns
     have no known ids and are only checked for copies of the positive by the caller.
     """
-    idx = [int(r) for r in labels.tolist()]
-    ids = [rows.positive_ids[r] for r in idx]
+    anchors = [int(r) for r in labels.tolist()]
+    others = anchors if candidate_labels is None else [int(r) for r in candidate_labels.tolist()]
+    ids = [rows.positive_id(r) for r in others]
     for col in range(num_negative_columns):
-        for r in idx:
-            negs = rows.negative_ids[r] if static_negatives else []
+        for r in others:
+            negs = rows.negative_ids(r) if static_negatives else []
             ids.append(negs[col % len(negs)] if negs else f"\0unknown-{r}-{col}")
-    relevant = [rows.relevant.get(rows.query_ids[r], set()) | {rows.positive_ids[r]} for r in idx]
-    mask = torch.tensor([[doc in rel for doc in ids] for rel in relevant], dtype=torch.bool)
-    return mask
+    relevant = [rows.relevant_to(r) for r in anchors]
+    return torch.tensor([[doc in rel for doc in ids] for rel in relevant], dtype=torch.bool)
 
 
-@LOSSES.register("star")
-class StarLoss(nn.Module):
-    def __init__(self, model: nn.Module, scale: float = 20.0, rows=None) -> None:
-        super().__init__()
-        self.model = model
+@register_loss("star")
+class StarLoss(DensekitLoss):
+    """Inputs: columns ``(query, positive[, negative_1..n])``, labels = row indices (``context.rows``) for the
+    relevance mask (without rows only copies of the positive are masked)."""
+
+    gathers = True
+
+    def __init__(self, model, scale: float = 20.0, *, context: LossContext | None = None) -> None:
+        super().__init__(model, context)
         self.scale = scale
-        self.rows = rows  # a TrainingRows, set by the STAR / ANCE drivers
-        self.static_negatives = True  # False under ANCE: the rows' negative ids are not the ones trained on
-
-    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
-        embeddings = [self.model(features)["sentence_embedding"] for features in sentence_features]
-        return self.compute_loss_from_embeddings(embeddings, labels)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
+        self.check_columns(embeddings)
         anchors, positives = embeddings[0], embeddings[1]
-        candidates = torch.cat(embeddings[1:])
-        scores = cosine_scores(anchors, candidates)
         n = len(anchors)
+        candidates = torch.cat([self.gather(column) for column in embeddings[1:]])
+        offset = self.offset(n)
+        scores = cosine_scores(anchors, candidates)
         own = torch.arange(n, device=anchors.device)
-        positive_scores = scores[own, own][:, None]
+        positive_scores = scores[own, offset + own][:, None]
         # exact copies of each anchor's own positive are never negatives
         invalid = cosine_scores(positives, candidates).detach() >= 1 - 1e-6
-        if self.rows is not None and labels is not None:
-            invalid |= relevance_mask(labels, self.rows, len(embeddings) - 2, self.static_negatives).to(scores.device)
-        invalid[own, own] = True
+        rows = self.context.rows
+        if rows is not None and labels is not None:
+            invalid |= relevance_mask(labels, rows, len(embeddings) - 2, self.context.static_negatives,
+                                      self.gather_labels(labels)).to(scores.device)
+        invalid[own, offset + own] = True
         valid = ~invalid
         pair_losses = F.softplus(self.scale * (scores - positive_scores))
-        count = valid.sum()
-        if count == 0:
-            return scores.sum() * 0.0
-        return (pair_losses * valid).sum() / count
+        return self.mean_over_ranks((pair_losses * valid).sum(), valid.sum())
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"scale": self.scale}

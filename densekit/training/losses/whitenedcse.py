@@ -23,15 +23,15 @@ Choices where the paper leaves room (or where we deviate):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from densekit.errors import ConfigError
-from densekit.training.losses import LOSSES
+from densekit.training.losses import register_loss
+from densekit.training.losses.base import DensekitLoss, LossContext
 
 
 class InverseSqrtPSD(torch.autograd.Function):
@@ -93,27 +93,25 @@ def multi_positive_infonce(views: Tensor, temperature: float) -> Tensor:
     return -log_probs.gather(1, positive_columns).mean()
 
 
-@LOSSES.register("whitenedcse")
-class WhitenedCSELoss(nn.Module):
+@register_loss("whitenedcse")
+class WhitenedCSELoss(DensekitLoss):
+    """Inputs: columns ``(s, s)`` (two dropout views); no labels. Whitening statistics are per device (as in
+    the authors' code), so the loss does not gather across devices."""
+
     needs_full_batches = True  # the trainer drops a short last batch instead of failing on it
 
-    def __init__(self, model: nn.Module, temperature: float = 0.05, num_views: int = 2, group_size: int = 64,
-                 eps: float = 1e-5, include_unwhitened: bool = False) -> None:
-        super().__init__()
+    def __init__(self, model, temperature: float = 0.05, num_views: int = 2, group_size: int = 64,
+                 eps: float = 1e-5, include_unwhitened: bool = False, *, context: LossContext | None = None) -> None:
+        super().__init__(model, context)
         if num_views < 1:
             raise ConfigError(f"num_views must be >= 1, got {num_views}")
         if group_size < 2:
             raise ConfigError(f"group_size must be >= 2, got {group_size}")
-        self.model = model
         self.temperature = temperature
         self.num_views = num_views
         self.group_size = group_size
         self.eps = eps
         self.include_unwhitened = include_unwhitened
-
-    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
-        embeddings = [self.model(features)["sentence_embedding"] for features in sentence_features]
-        return self.compute_loss_from_embeddings(embeddings, labels)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
         if len(embeddings) < 2:

@@ -1,0 +1,76 @@
+"""How a command encodes text: one set of encoder options for every command, and the encoder they load.
+
+``backend``:
+
+* ``torch``: the sentence-transformers model itself (optionally under bf16 autocast);
+* ``onnx``: the model's transformer exported once to ONNX and run by onnxruntime, fp32 (the same embeddings);
+* ``onnx-int8``: the same with int8 MatMul weights (faster, cosine ~0.995 to fp32; see
+  :mod:`densekit.onnx_encoder`).
+
+Every encoder has ``encode(texts, batch_size=..., show_progress_bar=..., normalize_embeddings=...)`` and
+``get_sentence_embedding_dimension()``, so :func:`densekit.models.encode` and the embedding cache take any.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Literal
+
+from densekit.errors import ConfigError
+from densekit.models import default_cache_dir, load_model
+from densekit.options import option
+
+Backend = Literal["torch", "onnx", "onnx-int8"]
+BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8")
+
+
+@dataclass
+class EncoderOptions:
+    """encoding"""
+
+    backend: Backend = option("torch", help="how the model encodes: torch, onnx (fp32, the same embeddings, "
+                                            "faster on many CPUs) or onnx-int8 (int8 weights, cosine ~0.995)")
+    batch_size: int = option(64, help="encoding batch size")
+    bf16: bool = option(False, help="encode under bf16 autocast (torch backend; fast on GPUs and AMX CPUs, "
+                                    "several times slower on CPUs without AMX)")
+    max_seq_length: int | None = option(None, help="truncate inputs to this many tokens (default: the model's)")
+    cache_dir: str = option(str(default_cache_dir()),
+                            help="where corpus embeddings and ONNX exports are cached ('none' to disable)")
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.max_seq_length is not None and self.max_seq_length < 1:
+            raise ConfigError(f"--max-seq-length must be at least 1, got {self.max_seq_length}")
+        if self.backend != "torch" and self.bf16:
+            raise ConfigError(f"--bf16 applies to the torch backend only, not to '{self.backend}'")
+
+    @property
+    def cache(self) -> str | None:
+        """The cache folder, or None when caching is off."""
+        return None if str(self.cache_dir).lower() == "none" else self.cache_dir
+
+    def load(self, model: str, max_seq_length: int | None = None):
+        """The encoder for ``model`` (``max_seq_length`` is the fallback when the options set none)."""
+        return load_encoder(model, self.max_seq_length or max_seq_length, self.backend, self.cache, self.bf16)
+
+
+def load_encoder(name_or_path: str, max_seq_length: int | None = None, backend: str = "torch",
+                 cache_dir: str | None = None, bf16: bool = False):
+    """A sentence-transformers model (``torch``) or an :class:`~densekit.onnx_encoder.OnnxEncoder` around it."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown encoder backend '{backend}'; choose from: {', '.join(BACKENDS)}")
+    if backend != "torch" and bf16:
+        raise ConfigError(f"bf16 applies to the torch backend only, not to '{backend}'")
+    if backend == "torch":
+        return load_model(name_or_path, max_seq_length=max_seq_length)
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"backend '{backend}' needs {' and '.join(missing)}: pip install 'densekit[onnx]'")
+    from densekit.onnx_encoder import OnnxEncoder
+
+    model = load_model(name_or_path, device="cpu", max_seq_length=max_seq_length)
+    encoder = OnnxEncoder(model, quantize=backend == "onnx-int8", cache_dir=cache_dir)
+    encoder.release_torch_weights()
+    return encoder
