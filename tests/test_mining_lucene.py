@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import pytest
 
-pytest.importorskip("pyserini")
+if importlib.util.find_spec("pyserini") is None:
+    if os.environ.get("DENSEKIT_SKIP_LUCENE") != "1":  # CI installs the lucene extra; opting out is explicit
+        pytest.fail("pyserini is not installed: pip install 'densekit[lucene]' (or set DENSEKIT_SKIP_LUCENE=1)",
+                    pytrace=False)
+    pytest.skip("DENSEKIT_SKIP_LUCENE=1", allow_module_level=True)
 
 from densekit.data.beir import load_beir  # noqa: E402
 from densekit.errors import ConfigError  # noqa: E402

@@ -13,7 +13,6 @@ The data is read from the raw distributions, as MTEB uses them (not SentEval's t
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +30,12 @@ Pair = tuple[str, str, float]
 
 
 def default_sts_data_dir() -> Path:
-    """``$DENSEKIT_DATA`` if set, else ``../shared/data`` (relative to the working directory)."""
-    return Path(os.environ.get("DENSEKIT_DATA", Path.cwd() / ".." / "shared" / "data"))
+    """The first data folder (``$DENSEKIT_DATA``, ``../shared/data`` of the working directory or of the checkout,
+    ``~/.cache/densekit/data``) that holds ``sts/``."""
+    from densekit.data.beir import default_data_dirs
+
+    dirs = default_data_dirs()
+    return next((d for d in dirs if (d / "sts").is_dir()), dirs[0])
 
 
 def _read_lines(path: Path) -> list[str]:

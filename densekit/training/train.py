@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import random
 import shutil
 from dataclasses import dataclass
@@ -110,6 +111,10 @@ def trainer_arguments(config: TrainConfig, setup: ModeSetup, model, dev: DevSet 
             args.load_best_model_at_end = True
     # densekit pushes the final model folder itself (once, after it is written), not the checkpoints
     args.push_to_hub = False
+    if "tensorboard" in (args.report_to or []) and not os.environ.get("TENSORBOARD_LOGGING_DIR"):
+        # the trainer logs under its output_dir by default: the checkpoint folder, deleted at the end
+        output = Path(config.model.output)
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(output.parent / f"{output.name}.tensorboard")
     return args
 
 
