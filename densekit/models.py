@@ -48,7 +48,7 @@ def load_model(name_or_path: str, device: str | None = None, max_seq_length: int
 
 def build_random_bert(output: str | Path, tokenizer_from: str, layers: int, hidden: int, heads: int | None = None,
                       intermediate: int | None = None, max_position: int = 512, max_seq_length: int = 128,
-                      seed: int = 0) -> str:
+                      seed: int = 0, dropout: float = 0.1) -> str:
     """A randomly initialised BERT with a pretrained model's tokenizer and mean pooling, saved as a
     sentence-transformers folder (the BERT weights in ``<output>-hf``): a start for training from scratch."""
     import torch
@@ -61,7 +61,8 @@ def build_random_bert(output: str | Path, tokenizer_from: str, layers: int, hidd
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(tokenizer_from))
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=heads or max(1, hidden // 64), intermediate_size=intermediate or 4 * hidden,
-                        max_position_embeddings=max_position)
+                        max_position_embeddings=max_position, hidden_dropout_prob=dropout,
+                        attention_probs_dropout_prob=dropout)
     hf = output.parent / f"{output.name}-hf"
     BertModel(config).save_pretrained(hf)
     tokenizer.save_pretrained(hf)

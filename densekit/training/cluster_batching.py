@@ -19,7 +19,7 @@ Use with sentence-transformers' trainer::
 
 from __future__ import annotations
 
-import math
+import hashlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -47,6 +47,11 @@ class ClusterGroupedBatchSampler(DefaultBatchSampler):
 
     Each epoch reshuffles the examples inside every cluster, starts the chain at a random cluster and
     finally shuffles the order of the batches (each batch stays cluster-coherent).
+
+    Under ``torchrun`` every rank builds the same batches (the seed, the epoch and the texts' hashes are the
+    same everywhere) and ``__len__`` is the number of batches the epoch really yields, so the distributed
+    wrapper hands every rank the same number of batches (a length that differs from what a sampler yields is
+    what hangs multi-GPU sentence-transformers runs).
     """
 
     def __init__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns: list[str] | None = None,
@@ -62,8 +67,9 @@ class ClusterGroupedBatchSampler(DefaultBatchSampler):
             raise ConfigError("batch_size must be at least 1")
         self.centroids = centroids
         columns = [c for c in dedupe_columns if c in getattr(dataset, "column_names", [])]
-        # texts are compared by hash: cheap to hold for millions of rows
-        self.keys = [[hash(t) for t in dataset[c]] for c in columns]
+        # texts are compared by a stable hash (the same in every process): cheap to hold for millions of rows
+        self.keys = [[_text_key(t) for t in dataset[c]] for c in columns]
+        self._cached: tuple[int, list[list[int]]] | None = None
 
     def cluster_order(self, rng: np.random.Generator) -> list[int]:
         present = np.unique(self.labels)
@@ -73,8 +79,21 @@ class ClusterGroupedBatchSampler(DefaultBatchSampler):
         has = set(present.tolist())
         return [c for c in chain if c in has]
 
+    def batches(self) -> list[list[int]]:
+        """This epoch's batches, in the order they are yielded (computed once per epoch)."""
+        epoch = int(getattr(self, "epoch", 0))
+        if self._cached is None or self._cached[0] != epoch:
+            self._cached = (epoch, self._build(epoch))
+        return self._cached[1]
+
     def __iter__(self):
-        rng = np.random.default_rng(self.seed + int(getattr(self, "epoch", 0)))
+        yield from self.batches()
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+    def _build(self, epoch: int) -> list[list[int]]:
+        rng = np.random.default_rng(self.seed + epoch)
         members: dict[int, np.ndarray] = {}
         for c in np.unique(self.labels):
             idx = np.flatnonzero(self.labels == c)
@@ -107,12 +126,11 @@ class ClusterGroupedBatchSampler(DefaultBatchSampler):
             batches.append(rest[start:start + self.batch_size])
         if self.drop_last:
             batches = [b for b in batches if len(b) == self.batch_size]
-        for b in rng.permutation(len(batches)):
-            yield batches[b]
+        return [batches[b] for b in rng.permutation(len(batches))]
 
-    def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+def _text_key(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
 
 
 class ClusterBatchSamplerFactory:
@@ -155,10 +173,22 @@ def cluster_sampler(model, dataset, setting: int | str, batch_size: int, seed: i
     """A batch sampler factory grouping examples by k-means clusters of their queries' embeddings."""
     import logging
 
+    from densekit.training.losses.base import distributed_world
+
     k = cluster_count(setting, len(dataset), batch_size)
-    embeddings = model.encode(dataset["anchor"], batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
-                              show_progress_bar=True)
-    labels, centroids = cluster_examples(embeddings, k, seed=seed)
+    rank, world = distributed_world()
+    result = None
+    if rank == 0:  # clustered once, on rank 0: every rank must build the very same batches
+        embeddings = model.encode(dataset["anchor"], batch_size=64, normalize_embeddings=True,
+                                  convert_to_numpy=True, show_progress_bar=True)
+        result = cluster_examples(embeddings, k, seed=seed)
+    if world > 1:
+        import torch.distributed as dist
+
+        box = [result]
+        dist.broadcast_object_list(box, src=0)
+        result = box[0]
+    labels, centroids = result
     logging.getLogger(__name__).info("cluster-grouped batches: %d clusters over %d examples", len(centroids),
                                      len(dataset))
     return cluster_batch_sampler(labels, centroids)

@@ -9,6 +9,7 @@ changes a few defaults and adds the short spellings densekit had (``--batch-size
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -187,8 +188,9 @@ class TrainerOptions(SentenceTransformerTrainingArguments):
         aliases=["--batch-size"])
     num_train_epochs: float = hf_option(1.0, help="epochs", aliases=["--epochs"])
     learning_rate: float = hf_option(2e-5, help="peak learning rate", aliases=["--lr"])
-    warmup_ratio: float | None = hf_option(0.1, help="share of the steps spent warming up the learning rate "
-                                                     "(--warmup-steps N sets a number of steps instead)")
+    warmup_steps: float = hf_option(0.1, help="learning-rate warm-up: a share of all steps when below 1, else a "
+                                              "number of steps")
+    warmup_ratio: float | None = hf_option(None, help="the share of all steps spent warming up (sets --warmup-steps)")
     weight_decay: float = hf_option(0.01, help="AdamW weight decay")
     save_steps: float = hf_option(50, help="checkpoint every N steps (a rerun resumes from the last one)")
     save_total_limit: int | None = hf_option(2, help="checkpoints kept")
@@ -199,7 +201,20 @@ class TrainerOptions(SentenceTransformerTrainingArguments):
     def __post_init__(self) -> None:
         if self.output_dir is None:
             self.output_dir = "trainer_output"  # replaced by OUTPUT.checkpoints in TrainConfig
+        if self.warmup_ratio is not None:  # transformers 5 takes a ratio in warmup_steps
+            self.warmup_steps, self.warmup_ratio = self.warmup_ratio, None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator():
+            # under torchrun on a machine without GPUs, the processes must join a gloo group on the CPU; left to
+            # the defaults, each would silently train alone
+            self.use_cpu = True
+            self.ddp_backend = self.ddp_backend or "gloo"
         super().__post_init__()
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
 OPTION_GROUPS: tuple[type, ...] = (ModelOptions, DataOptions, LossOptions, BatchOptions, ModeOptions, AnceOptions,

@@ -97,7 +97,7 @@ def trainer_arguments(config: TrainConfig, setup: ModeSetup, model, dev: DevSet 
         if "anchor" not in setup.dataset.column_names:
             raise ConfigError("--cluster-batches needs anchor/positive training pairs")
         args.batch_sampler = cluster_sampler(model, setup.dataset, config.batch.cluster_batches,
-                                             args.per_device_train_batch_size * args.world_size, args.seed)
+                                             args.per_device_train_batch_size, args.seed)
     # a loss that cannot use a short last batch (WhitenedCSE: more rows than channels per group) drops it
     args.dataloader_drop_last = args.dataloader_drop_last or setup.loss.needs_full_batches
     if dev is not None:
@@ -139,6 +139,7 @@ def build_trainer(config: TrainConfig, callbacks: list | None = None) -> Trainin
 
     mode = get_mode(config.mode.mode)
     mode.check(config)
+    logger.info("%d process(es)", config.trainer.world_size)  # under torchrun this sets up torch.distributed
     model = load_model(config.model.model, max_seq_length=config.model.max_seq_length)
     beir = None
     if config.data.beir:

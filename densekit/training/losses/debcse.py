@@ -102,7 +102,8 @@ class DebCSELoss(DensekitLoss):
         self.num_bins = num_bins
         self.max_weight = max_weight
         self.num_negatives = num_negatives
-        tokenizer = getattr(model, "tokenizer", None)  # read now: a DDP wrapper does not forward it
+        # read now, from the model itself: a DDP wrapper does not forward it
+        tokenizer = getattr(getattr(model, "module", model), "tokenizer", None)
         self._special = torch.tensor(sorted(set(getattr(tokenizer, "all_special_ids", []) or [])), dtype=torch.long)
         self._vocab = len(tokenizer) if tokenizer is not None else None
         self._surface: Tensor | None = None

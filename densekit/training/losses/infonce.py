@@ -44,8 +44,8 @@ def own_negative_log_weights(weights: Tensor, labels: Tensor, columns: int, n_ca
                              offset: int) -> Tensor:
     """log(weight) at each local anchor's own hard negatives, 0 elsewhere (``[batch, n_candidates]``)."""
     rows = labels.long().cpu()
-    out = torch.zeros(len(rows), n_candidates)
     w = weights[rows][:, :columns].clamp_min(0.0)
+    out = torch.zeros(len(rows), n_candidates, dtype=w.dtype)
     index = own_columns(len(rows), columns, total, offset)
     out.scatter_(1, index, torch.log(w))  # log 0 = -inf: the negative is dropped
     return out
@@ -76,7 +76,7 @@ class InfoNCELoss(DensekitLoss):
         weights = self.context.negative_weights
         if weights is not None and labels is not None and len(embeddings) > 2:
             logits = logits + own_negative_log_weights(weights, labels, len(embeddings) - 2, logits.shape[1],
-                                                       total, offset).to(logits.device)
+                                                       total, offset).to(logits.device, logits.dtype)
         return F.cross_entropy(logits, targets)
 
     def get_config_dict(self) -> dict[str, Any]:
