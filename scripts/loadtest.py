@@ -107,8 +107,12 @@ async def run_phase(url: str, headers: dict, queries: list[str], clients: int, d
                     errors.append(f"HTTP {response.status_code}: {response.text[:200]}")
                     continue
                 payload = response.json()
-                if len(payload["results"][0]["hits"]) != k:
-                    errors.append(f"{len(payload['results'][0]['hits'])} hits instead of {k}")
+                hits = payload["results"][0]["hits"]
+                if len(hits) != k:
+                    errors.append(f"{len(hits)} hits instead of {k}")
+                    continue
+                if not all(isinstance(hit.get("doc_id"), str) for hit in hits):
+                    errors.append(f"a hit without a doc_id: {hits[0]}")
                     continue
                 latencies.append(elapsed)
                 versions[payload["index_version"]] = versions.get(payload["index_version"], 0) + 1

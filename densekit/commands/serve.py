@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from densekit.encoders import EncoderOptions
 from densekit.errors import ConfigError
 from densekit.options import option
-from densekit.retrieval.server import ServerConfig
+from densekit.serving.config import ServerConfig
 
 NAME = "serve"
 HELP = "serve an index over HTTP: POST /search, GET /health, GET /metrics, POST /admin/swap, /docs"
@@ -44,7 +44,8 @@ def run(opts: ServeOptions, config: ServerConfig, encoder: EncoderOptions) -> in
     import uvicorn
 
     from densekit.retrieval.searcher import Searcher
-    from densekit.retrieval.server import create_app
+    from densekit.serving.app import create_app
+    from densekit.serving.state import use_mmap
 
     if opts.threads is not None:
         import faiss
@@ -52,9 +53,8 @@ def run(opts: ServeOptions, config: ServerConfig, encoder: EncoderOptions) -> in
 
         torch.set_num_threads(opts.threads)
         faiss.omp_set_num_threads(opts.threads)
-    config.encode_batch_size = encoder.batch_size
-    model = Searcher.from_index(opts.index, opts.model, encoder).encoder
-    app = create_app(opts.index, model, config, corpus=opts.corpus, with_text=opts.with_text)
+    searcher = Searcher.from_index(opts.index, opts.model, encoder, mmap=use_mmap(opts.index, config.mmap))
+    app = create_app(searcher, config, corpus=opts.corpus, with_text=opts.with_text)
     if opts.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
         logger.warning("serving on %s without an API key: anyone who can reach it can search and swap indexes",
                        opts.host)

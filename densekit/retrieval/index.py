@@ -81,6 +81,7 @@ class DenseIndex:
     index: faiss.Index
     doc_ids: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
+    folder: Path | None = field(default=None, compare=False)  # where it was loaded from (None: built in memory)
 
     @classmethod
     def build(cls, embeddings: np.ndarray, doc_ids: list[str], index_type: str = "flat",
@@ -161,4 +162,4 @@ class DenseIndex:
                             path=str(folder))
         if meta.get("search_params"):
             apply_search_params(index, meta["search_params"])
-        return cls(index=index, doc_ids=doc_ids, meta=meta)
+        return cls(index=index, doc_ids=doc_ids, meta=meta, folder=folder)
