@@ -114,3 +114,115 @@ def test_two_process_train_follows_the_one_process_run(extra, nodrop_model, trai
     assert np.allclose([v for _, v in two_curve], [v for _, v in one_curve], atol=1e-4)
     # one model folder, written once; the checkpoints were removed by rank 0 after it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
+
+
+def test_cluster_sampler_deals_one_global_batch_per_step(monkeypatch):
+    """With 2 processes the sampler yields each global batch as 2 per-device slices; dealt round-robin they
+    reunite into exactly the batches one process draws at the global batch size, and the length is exact."""
+    import datasets
+
+    from densekit.training import cluster_batching
+
+    rows = datasets.Dataset.from_dict({"anchor": [f"q{i}" for i in range(40)],
+                                      "positive": [f"p{i}" for i in range(40)]})
+    labels = [i % 5 for i in range(40)]
+
+    def batches(processes: int, batch_size: int, epoch: int) -> list[list[int]]:
+        monkeypatch.setattr(cluster_batching, "distributed_world", lambda: (0, processes))
+        sampler = cluster_batching.ClusterGroupedBatchSampler(rows, batch_size, False, seed=3, labels=labels)
+        sampler.set_epoch(epoch)
+        out = list(sampler)
+        assert len(out) == len(sampler)
+        return out
+
+    for epoch in (0, 1):
+        single = batches(1, 8, epoch)
+        dealt = batches(2, 4, epoch)
+        assert [dealt[i] + dealt[i + 1] for i in range(0, len(dealt), 2)] == single
+    assert batches(1, 8, 0) != batches(1, 8, 1)  # the epoch reaches the sampler
+
+
+def test_cluster_batches_with_two_processes_follow_one_process(nodrop_model, training_rows, tmp_path):
+    common = ["--model", nodrop_model, "--data", str(training_rows), "--max-steps", "4", "--logging-steps", "1",
+              "--save-steps", "100", "--learning-rate", "1e-3", "--cluster-batches", "auto"]
+    torchrun("-m", "densekit.cli", "train", *common, "--global-batch-size", "8", "--output", str(tmp_path / "two"))
+    single = subprocess.run([sys.executable, "-m", "densekit.cli", "train", *common, "--batch-size", "8", "--output",
+                             str(tmp_path / "one")], env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    two, two_curve = read(tmp_path / "two")
+    _, one_curve = read(tmp_path / "one")
+    assert two["world_size"] == 2 and two["per_device_batch_size"] == 4 and two["global_step"] == 4
+    assert np.allclose([v for _, v in two_curve], [v for _, v in one_curve], atol=1e-4)
+
+
+def test_ance_swaps_on_both_ranks_at_the_same_step(scifact_dir, tiny_model_dir, tmp_path):
+    from densekit.cli import main
+    from tests.helpers import scifact_subset
+
+    beir = scifact_subset(scifact_dir, tmp_path / "beir", n_queries=40, n_docs=200, splits=("train",))
+    mined = tmp_path / "mined.jsonl"
+    assert main(["mine", "--data", str(beir), "--retriever", "bm25", "--num-negatives", "2", "--window", "1", "20",
+                 "--cache-dir", "none", "--output", str(mined)]) == 0
+    out = tmp_path / "ance"
+    torchrun(str(REPO / "tests" / "distributed_ance.py"), tiny_model_dir, str(beir), str(mined), str(out))
+    info = json.loads((out / "densekit_train.json").read_text())
+    ance = info["ance"]
+    assert info["world_size"] == 2 and info["global_step"] == 5 and ance["swaps"] >= 1
+    steps = ance["swap_steps_by_rank"]
+    assert len(steps) == 2 and steps[0] == steps[1] and len(steps[0]) == ance["swaps"]
+    events = [json.loads(line) for line in (tmp_path / "ance.ance" / "events.jsonl").read_text().splitlines()]
+    assert sum(e["event"] == "launch" for e in events) == ance["refreshes_started"]  # written once, by rank 0
+    assert [e["step"] for e in events if e["event"] == "swap"] == steps[0]
+    job = json.loads((tmp_path / "ance.ance" / "job-0000.json").read_text())
+    assert job["checkpoint"].endswith("checkpoint-2")
+
+
+def test_adore_encodes_its_fixed_index_once(scifact_dir, tiny_model_dir, tmp_path):
+    from tests.helpers import scifact_subset
+
+    beir = scifact_subset(scifact_dir, tmp_path / "beir", n_queries=40, n_docs=200, splits=("train",))
+    proc = torchrun("-m", "densekit.cli", "train", "--mode", "adore", "--beir", str(beir), "--model", tiny_model_dir,
+                    "--output", str(tmp_path / "adore"), "--max-steps", "3", "--batch-size", "4", "--adore-depth",
+                    "50", "--save-steps", "100")
+    assert proc.stderr.count("encoded once, on rank 0") == 1
+    info = json.loads((tmp_path / "adore" / "densekit_train.json").read_text())
+    assert info["world_size"] == 2 and info["global_step"] == 3 and Path(info["adore"]["index"]).is_dir()
+
+
+def test_a_killed_two_process_run_resumes(nodrop_model, training_rows, tmp_path):
+    """SIGKILL every process of the job once a checkpoint is on disk; the same command resumes from it and ends
+    where an uninterrupted run ends, on the same loss curve."""
+    import signal
+    import time
+
+    args = ["-m", "densekit.cli", "train", "--model", nodrop_model, "--data", str(training_rows), "--max-steps", "60",
+            "--logging-steps", "1", "--save-steps", "5", "--learning-rate", "1e-3", "--batch-size", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
+    output = tmp_path / "killed"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *args, "--output", str(output)]
+    job = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and job.poll() is None:
+        if list((tmp_path / "killed.checkpoints").glob("checkpoint-*/trainer_state.json")):
+            break
+        time.sleep(0.02)
+    # the launcher and its workers (torchrun starts them in their own sessions): a node dying takes all of them
+    os.killpg(job.pid, signal.SIGKILL)
+    subprocess.run(["pkill", "-KILL", "-f", str(output)], check=False)
+    job.wait()
+    time.sleep(1)
+    assert not output.exists(), "the job finished before it could be killed"
+    torchrun(*args, "--output", str(output))
+    torchrun(*args, "--output", str(tmp_path / "straight"))
+    resumed, resumed_curve = read(output)
+    straight, straight_curve = read(tmp_path / "straight")
+    assert resumed["resumed_from"] and resumed["global_step"] == straight["global_step"] == 60
+    start = int(Path(resumed["resumed_from"]).name.split("-")[1])
+    assert 0 < start < 60
+    tail = dict(straight_curve)
+    after = [(s, v) for s, v in resumed_curve if s > start]
+    assert [s for s, _ in after] == [s for s in tail if s > start]
+    assert np.allclose([v for _, v in after], [tail[s] for s, _ in after], atol=1e-4)

@@ -46,8 +46,13 @@ def fixed_index(model_name: str, dataset, max_seq_length: int | None, cache_dir:
                                 desc="encode corpus (fixed)")
         del doc_model
     if world > 1:
+        import logging
+
         import torch.distributed as dist
 
+        if rank == 0:
+            logging.getLogger(__name__).info("fixed index: %d documents encoded once, on rank 0, shared with %d "
+                                             "ranks", len(doc_ids), world)
         shape = [list(doc_emb.shape) if doc_emb is not None else None, seq_len]
         dist.broadcast_object_list(shape, src=0)
         tensor = torch.from_numpy(np.ascontiguousarray(doc_emb)) if rank == 0 else torch.empty(shape[0])

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from torch import Tensor
+from transformers import TrainerCallback
 
 try:  # sentence-transformers >= 6 moved the samplers into ``base``
     from sentence_transformers.base.sampler import DefaultBatchSampler
@@ -33,6 +34,7 @@ except ImportError:  # pragma: no cover - older sentence-transformers
 
 from densekit.errors import ConfigError, DataError
 from densekit.mining.clustering import assign, centroid_chain, kmeans
+from densekit.training.losses.base import distributed_world
 
 
 def cluster_examples(embeddings: np.ndarray, n_clusters: int | None = None, seed: int = 42,
@@ -48,10 +50,13 @@ class ClusterGroupedBatchSampler(DefaultBatchSampler):
     Each epoch reshuffles the examples inside every cluster, starts the chain at a random cluster and
     finally shuffles the order of the batches (each batch stays cluster-coherent).
 
-    Under ``torchrun`` every rank builds the same batches (the seed, the epoch and the texts' hashes are the
-    same everywhere) and ``__len__`` is the number of batches the epoch really yields, so the distributed
-    wrapper hands every rank the same number of batches (a length that differs from what a sampler yields is
-    what hangs multi-GPU sentence-transformers runs).
+    Under ``torchrun`` the batches are built at the size of the global batch (per-device batch x processes)
+    and each is yielded as that many per-device slices in rank order; the distributed wrapper (accelerate's
+    ``BatchSamplerShard``) deals batch ``i`` to rank ``i % processes``, so every step's global batch is one
+    cluster-coherent batch, the very batch a single process would train on at the global batch size. Every rank
+    builds the same batches (the seed, the epoch and the texts' hashes are the same everywhere) and ``__len__``
+    is the number the epoch really yields, so every rank gets the same number of batches (a length that differs
+    from what a sampler yields is what hangs multi-GPU sentence-transformers runs).
     """
 
     def __init__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns: list[str] | None = None,
@@ -69,6 +74,8 @@ class ClusterGroupedBatchSampler(DefaultBatchSampler):
         columns = [c for c in dedupe_columns if c in getattr(dataset, "column_names", [])]
         # texts are compared by a stable hash (the same in every process): cheap to hold for millions of rows
         self.keys = [[_text_key(t) for t in dataset[c]] for c in columns]
+        self.processes = distributed_world()[1]
+        self.global_batch = batch_size * self.processes
         self._cached: tuple[int, list[list[int]]] | None = None
 
     def cluster_order(self, rng: np.random.Generator) -> list[int]:
@@ -93,12 +100,20 @@ class ClusterGroupedBatchSampler(DefaultBatchSampler):
         return len(self.batches())
 
     def _build(self, epoch: int) -> list[list[int]]:
+        """The epoch's global batches, each split into per-device slices (rank order)."""
+        out: list[list[int]] = []
+        for batch in self._global_batches(epoch):
+            out.extend(chunk.tolist() for chunk in np.array_split(np.array(batch, dtype=np.int64), self.processes))
+        return out
+
+    def _global_batches(self, epoch: int) -> list[list[int]]:
         rng = np.random.default_rng(self.seed + epoch)
         members: dict[int, np.ndarray] = {}
         for c in np.unique(self.labels):
             idx = np.flatnonzero(self.labels == c)
             members[int(c)] = rng.permutation(idx)
         stream = [int(i) for c in self.cluster_order(rng) for i in members[c]]
+        size = self.global_batch
         batches: list[list[int]] = []
         batch: list[int] = []
         seen: set = set()
@@ -110,27 +125,41 @@ class ClusterGroupedBatchSampler(DefaultBatchSampler):
                 continue
             batch.append(i)
             seen |= keys
-            if len(batch) == self.batch_size:
+            if len(batch) == size:
                 batches.append(batch)
                 batch, seen = [], set()
                 retry, deferred = deferred, []
                 for j in retry:
                     keys = {col[j] for col in self.keys}
-                    if keys & seen or len(batch) == self.batch_size:
+                    if keys & seen or len(batch) == size:
                         deferred.append(j)
                     else:
                         batch.append(j)
                         seen |= keys
         rest = batch + deferred
-        for start in range(0, len(rest), self.batch_size):
-            batches.append(rest[start:start + self.batch_size])
+        for start in range(0, len(rest), size):
+            batches.append(rest[start:start + size])
         if self.drop_last:
-            batches = [b for b in batches if len(b) == self.batch_size]
+            batches = [b for b in batches if len(b) == size]
         return [batches[b] for b in rng.permutation(len(batches))]
 
 
 def _text_key(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+
+
+class EpochToSampler(TrainerCallback):
+    """Hands the epoch to the cluster sampler wherever the data loader wrappers put it (accelerate's shard, a
+    resumed run's batch skipper), so a resumed or multi-process epoch draws the batches an uninterrupted one
+    would."""
+
+    def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        node, depth = train_dataloader, 0
+        while node is not None and depth < 5:
+            if isinstance(node, ClusterGroupedBatchSampler):
+                node.set_epoch(int(state.epoch or 0))
+                return
+            node, depth = getattr(node, "batch_sampler", None), depth + 1
 
 
 class ClusterBatchSamplerFactory:
@@ -170,13 +199,12 @@ def cluster_count(setting: int | str, n_examples: int, batch_size: int) -> int:
 
 
 def cluster_sampler(model, dataset, setting: int | str, batch_size: int, seed: int) -> ClusterBatchSamplerFactory:
-    """A batch sampler factory grouping examples by k-means clusters of their queries' embeddings."""
+    """A batch sampler factory grouping examples by k-means clusters of their queries' embeddings (``auto``: one
+    cluster per global batch, ``batch_size`` per device x processes)."""
     import logging
 
-    from densekit.training.losses.base import distributed_world
-
-    k = cluster_count(setting, len(dataset), batch_size)
     rank, world = distributed_world()
+    k = cluster_count(setting, len(dataset), batch_size * world)
     result = None
     if rank == 0:  # clustered once, on rank 0: every rank must build the very same batches
         embeddings = model.encode(dataset["anchor"], batch_size=64, normalize_embeddings=True,

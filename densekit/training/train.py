@@ -153,9 +153,14 @@ def build_trainer(config: TrainConfig, callbacks: list | None = None) -> Trainin
     last = get_last_checkpoint(str(checkpoints)) if config.model.resume and checkpoints.is_dir() else None
     if last:
         logger.info("resuming from %s", last)
+    callbacks = [*setup.callbacks, *(callbacks or [])]
+    if config.batch.cluster_batches:
+        from densekit.training.cluster_batching import EpochToSampler
+
+        callbacks.append(EpochToSampler())
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=setup.dataset, loss=setup.loss,
                                          evaluator=dev.evaluator if dev else None, data_collator=setup.data_collator,
-                                         callbacks=[*setup.callbacks, *(callbacks or [])] or None)
+                                         callbacks=callbacks or None)
     return TrainingRun(config, mode, setup, dev, trainer, last)
 
 
