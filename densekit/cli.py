@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parsed = parser.parse_args(argv)
     module = commands()[parsed.command]
     logging.basicConfig(level=parsed.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs each CPU build it tries at INFO
     try:
         return int(module.run(*resolve(module, parsed)) or 0)
     except DensekitError as exc:

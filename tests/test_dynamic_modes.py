@@ -250,7 +250,7 @@ def test_refresh_worker_denoises_refreshed_negatives(scifact_dir, minilm_path, t
     def refresh(state: str, denoise: dict) -> dict:
         job = RefreshJob(checkpoint=minilm_path, base_model=minilm_path, data=str(beir), split="train",
                          state_dir=str(tmp_path / state), max_seq_length=128, num_negatives=3, window=(1, 10),
-                         denoise=DenoiseConfig(**denoise))
+                         near_duplicate_threshold=0.0, denoise=DenoiseConfig(**denoise))
         return run_refresh(job)
 
     plain = refresh("plain", {})

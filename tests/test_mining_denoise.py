@@ -69,7 +69,9 @@ def negatives_of(records: list[dict], qid: str) -> list[str]:
 ])
 def test_denoising_removes_planted_duplicate(planted, teacher, options, tmp_path, minilm_path):
     dataset, qid, _ = planted
-    base = dict(retrievers=["bm25"], num_negatives=3, window=(1, 10), cache_dir=str(tmp_path))
+    # the near-duplicate filter would catch the planted copy before the teacher sees it: this tests the teacher
+    base = dict(retrievers=["bm25"], num_negatives=3, window=(1, 10), cache_dir=str(tmp_path),
+                near_duplicate_threshold=0.0)
     plain = mine_json(dataset, MineConfig(**base))
     assert "planted-dup" in negatives_of(plain, qid)  # the miner alone is fooled
 
@@ -101,7 +103,9 @@ def test_denoising_removes_planted_duplicate(planted, teacher, options, tmp_path
 def test_untrusted_teacher_neither_drops_nor_down_weights(planted, tmp_path, minilm_path):
     """Below min_positive_score the teacher does not believe the judged positive: its relative verdicts are void."""
     dataset, qid, _ = planted
-    base = dict(retrievers=["bm25"], num_negatives=3, window=(1, 10), cache_dir=str(tmp_path))
+    # the near-duplicate filter would catch the planted copy before the teacher sees it: this tests the teacher
+    base = dict(retrievers=["bm25"], num_negatives=3, window=(1, 10), cache_dir=str(tmp_path),
+                near_duplicate_threshold=0.0)
     denoise = DenoiseConfig(teacher="bi-encoder", teacher_options={"model": "all-MiniLM-L6-v2", "max_seq_length": 128},
                             perc_pos=0.95, soft_weights=True, min_positive_score=2.0)  # cosine never reaches 2
     records = mine_json(dataset, MineConfig(**base, denoise=denoise))
@@ -173,7 +177,9 @@ def test_short_queries_are_refilled_from_their_window(planted, tmp_path, minilm_
     refill tops it up with the next candidates of its window, rescored and filtered like the first ones."""
     dataset, qid, _ = planted
     teacher = {"model": "all-MiniLM-L6-v2", "max_seq_length": 128}
-    base = dict(retrievers=["bm25"], num_negatives=3, window=(1, 10), cache_dir=str(tmp_path))
+    # the near-duplicate filter would catch the planted copy before the teacher sees it: this tests the teacher
+    base = dict(retrievers=["bm25"], num_negatives=3, window=(1, 10), cache_dir=str(tmp_path),
+                near_duplicate_threshold=0.0)
 
     def denoised(refill: bool) -> list[dict]:
         config = DenoiseConfig(teacher="bi-encoder", teacher_options=teacher, perc_pos=0.95, oversample=1,

@@ -60,6 +60,9 @@ class DenoiseConfig:
     # (rank order, every retriever), rescored and filtered the same way, until it has enough or the window ends
     refill: bool = option(True, flag="--no-refill", help="do not top up a query that denoising left short of "
                                                            "negatives from the rest of its window")
+    positive_first: bool = option(False, flag="--require-positive-first",
+                                  help="keep a query only if the teacher scores its positive above every candidate "
+                                       "(for pseudo-queries: the teacher confirms the source document)")
 
     @property
     def enabled(self) -> bool:
@@ -68,6 +71,8 @@ class DenoiseConfig:
     def validate(self) -> None:
         filters = (self.absolute_margin, self.perc_pos, self.max_score)
         if not self.enabled:
+            if self.positive_first:
+                raise ConfigError("--require-positive-first needs a teacher (--teacher cross-encoder or bi-encoder)")
             if any(f is not None for f in filters) or self.soft_weights:
                 raise ConfigError("denoising filters (absolute_margin, perc_pos, max_score, soft_weights) "
                                   "need a teacher (--teacher cross-encoder or bi-encoder)")
@@ -79,6 +84,8 @@ class DenoiseConfig:
             raise ConfigError(f"absolute_margin must be >= 0, got {self.absolute_margin}")
         if not 0.0 <= self.soft_start < 1.0:
             raise ConfigError(f"soft_start must be in [0, 1), got {self.soft_start}")
+        if self.positive_first and not self.enabled:
+            raise ConfigError("--require-positive-first needs a teacher")
         if self.oversample < 1:
             raise ConfigError(f"oversample must be >= 1, got {self.oversample}")
 

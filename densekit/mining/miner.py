@@ -35,6 +35,7 @@ from densekit.data.records import Negative, TrainingRecord
 from densekit.errors import ConfigError, DataError
 from densekit.io import atomic_write_json
 from densekit.mining.denoise import DenoiseConfig, drop_reasons, soft_weights
+from densekit.mining.near_duplicates import DEFAULT_THRESHOLD, NearDuplicateFilter
 from densekit.mining.registry import RETRIEVERS, SAMPLERS
 from densekit.mining.samplers.window import Candidate, SampleContext
 from densekit.mining.teachers import score_pairs_cached
@@ -63,11 +64,16 @@ class MineConfig:
         help="retriever option, repeatable: e.g. bm25.k1=1.2, hybrid.fusion=score, cluster.n_clusters=64")
     sampler_options: dict[str, Any] = option(default_factory=dict, flag="--sampler-option",
                                               help="sampler option, repeatable: e.g. hard_ratio=0.5 for star")
+    near_duplicate_threshold: float = option(
+        DEFAULT_THRESHOLD, help="drop a candidate whose word 3-grams overlap a positive's this much (overlap "
+                                "coefficient; 0 turns the filter off); recorded as near_duplicate in 'dropped'")
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     # candidate lists and teacher scores are cached here (None: no cache, nothing resumes)
     cache_dir: str | None = None
 
     def validate(self) -> None:
+        if not 0.0 <= self.near_duplicate_threshold <= 1.0:
+            raise ConfigError(f"--near-duplicate-threshold must be in [0, 1], got {self.near_duplicate_threshold}")
         low, high = self.window
         if low < 1 or high < low:
             raise ConfigError(f"rank window must satisfy 1 <= start <= end, got {low}-{high}")
@@ -153,14 +159,35 @@ def _rounded(score: float | None) -> float | None:
 
 def select_negatives(ranked: list[tuple[str, float]], positives: set[str], positive_texts: set[str],
                      corpus: dict, sampler, n: int, window: tuple[int, int], rng: random.Random,
-                     source: str, context: SampleContext | None = None) -> list[Candidate]:
+                     source: str, context: SampleContext | None = None,
+                     near_duplicates: NearDuplicateFilter | None = None) -> tuple[list[Candidate], list[dict]]:
+    """(the sampled candidates, the window's near-duplicates of a positive that were left out)."""
     # ranks are positions in the retriever's own list, so they match its TREC run
     candidates = [Candidate(doc, score, rank, source) for rank, (doc, score) in enumerate(ranked, start=1)
                   if doc not in positives and doc_text(corpus[doc]) not in positive_texts]
+    dropped = []
+    if near_duplicates is not None:
+        kept = []
+        for cand in candidates:
+            similar = near_duplicates.near_duplicate_of(doc_text(corpus[cand.doc_id]), positive_texts)
+            if similar is None:
+                kept.append(cand)
+            elif window[0] <= cand.rank <= window[1]:
+                dropped.append(near_duplicate_drop(cand, similar))
+        candidates = kept
     picked = sampler(candidates, n, window, rng, context=context)
     # a random draw may hit a copy of the positive
-    return [Candidate(c.doc_id, _rounded(c.score), c.rank, c.source or source) for c in picked
-            if doc_text(corpus[c.doc_id]) not in positive_texts]
+    picked = [Candidate(c.doc_id, _rounded(c.score), c.rank, c.source or source) for c in picked
+              if doc_text(corpus[c.doc_id]) not in positive_texts]
+    if near_duplicates is not None:  # nor a near-copy (random draws come from outside the ranked list)
+        picked = [c for c in picked if c.source != "random"
+                  or near_duplicates.near_duplicate_of(doc_text(corpus[c.doc_id]), positive_texts) is None]
+    return picked, dropped
+
+
+def near_duplicate_drop(cand: Candidate, similar: float) -> dict:
+    return {"doc_id": cand.doc_id, "source": cand.source, "rank": cand.rank, "overlap": similar,
+            "reason": "near_duplicate"}
 
 
 def check_inputs(dataset: BeirDataset) -> tuple[dict[str, str], dict[str, set[str]]]:
@@ -199,6 +226,9 @@ def mine(dataset: BeirDataset, config: MineConfig) -> list[TrainingRecord]:
     pos_texts = {qid: {doc_text(corpus[d]) for d in pos} for qid, pos in positives.items()}
 
     per_source: dict[str, dict[str, list[Candidate]]] = {}
+    near_duplicates = (NearDuplicateFilter(config.near_duplicate_threshold) if config.near_duplicate_threshold > 0
+                       else None)
+    near_dropped: dict[str, dict[str, dict]] = {qid: {} for qid in queries}
     ranked: dict[str, dict] = {}
     doc_clusters: dict[str, int] = {}
     query_clusters: dict[str, int] = {}
@@ -209,11 +239,14 @@ def mine(dataset: BeirDataset, config: MineConfig) -> list[TrainingRecord]:
         doc_clusters.update(d_clusters)
         query_clusters.update(q_clusters)
         rng = random.Random(config.seed)
-        per_source[name] = {
-            qid: select_negatives(cands.get(qid, []), positives[qid], pos_texts[qid], corpus, sampler,
-                                  pool_size, config.window, rng, name,
-                                  SampleContext(corpus_ids, positives[qid]))
-            for qid in tqdm(queries, desc=f"sample {name}")}
+        per_source[name] = {}
+        for qid in tqdm(queries, desc=f"sample {name}"):
+            picked, dropped = select_negatives(cands.get(qid, []), positives[qid], pos_texts[qid], corpus, sampler,
+                                               pool_size, config.window, rng, name,
+                                               SampleContext(corpus_ids, positives[qid]), near_duplicates)
+            per_source[name][qid] = picked
+            for drop in dropped:
+                near_dropped[qid].setdefault(drop["doc_id"], drop)
 
     pools: dict[str, list[Negative]] = {}
     for qid in queries:
@@ -229,7 +262,15 @@ def mine(dataset: BeirDataset, config: MineConfig) -> list[TrainingRecord]:
     if denoise.enabled:
         pools, extras = denoise_pools(queries, positives, corpus, pools, config)
         if denoise.refill:
-            refill_short_pools(queries, positives, pos_texts, corpus, ranked, doc_clusters, pools, extras, config)
+            refill_short_pools(queries, positives, pos_texts, corpus, ranked, doc_clusters, pools, extras, config,
+                               near_duplicates, near_dropped)
+    for qid, drops in near_dropped.items():
+        if drops:
+            extras[qid]["dropped"] = list(drops.values()) + extras[qid].get("dropped", [])
+    n_near = sum(len(d) for d in near_dropped.values())
+    if n_near:
+        logger.info("left out %d near-duplicates of positives (overlap >= %.2f)", n_near,
+                    config.near_duplicate_threshold)
 
     records = []
     empty = [qid for qid in queries if not pools[qid]]
@@ -258,7 +299,8 @@ def pool_item(candidate: Candidate, corpus: dict, doc_clusters: dict[str, int]) 
 
 def next_window_candidates(qid: str, ranked: dict[str, dict], positives: set[str], positive_texts: set[str],
                            corpus: dict, window: tuple[int, int], seen: set[str], n: int,
-                           doc_clusters: dict[str, int]) -> list[Negative]:
+                           doc_clusters: dict[str, int], near_duplicates: NearDuplicateFilter | None = None,
+                           near_dropped: dict[str, dict] | None = None) -> list[Negative]:
     """Up to ``n`` unseen candidates of the query's window, best rank first, the retrievers interleaved."""
     lists = [[Candidate(doc, _rounded(score), rank, name)
               for rank, (doc, score) in enumerate(cands.get(qid, []), start=1)
@@ -270,6 +312,12 @@ def next_window_candidates(qid: str, ranked: dict[str, dict], positives: set[str
             if cand is None or cand.doc_id in seen or doc_text(corpus[cand.doc_id]) in positive_texts:
                 continue
             seen.add(cand.doc_id)
+            if near_duplicates is not None:
+                similar = near_duplicates.near_duplicate_of(doc_text(corpus[cand.doc_id]), positive_texts)
+                if similar is not None:
+                    if near_dropped is not None:
+                        near_dropped.setdefault(cand.doc_id, near_duplicate_drop(cand, similar))
+                    continue
             out.append(pool_item(cand, corpus, doc_clusters))
             if len(out) == n:
                 return out
@@ -278,7 +326,9 @@ def next_window_candidates(qid: str, ranked: dict[str, dict], positives: set[str
 
 def refill_short_pools(queries: dict[str, str], positives: dict[str, set[str]], pos_texts: dict[str, set[str]],
                        corpus: dict, ranked: dict[str, dict], doc_clusters: dict[str, int],
-                       pools: dict[str, list[Negative]], extras: dict[str, dict], config: MineConfig) -> None:
+                       pools: dict[str, list[Negative]], extras: dict[str, dict], config: MineConfig,
+                       near_duplicates: NearDuplicateFilter | None = None,
+                       near_dropped: dict[str, dict[str, dict]] | None = None) -> None:
     """Top up, in place, the pools that denoising left with fewer than ``num_negatives``."""
     chunk = config.num_negatives * config.denoise.oversample
     seen = {qid: {n.doc_id for n in pools[qid]} | {d["doc_id"] for d in extras[qid].get("dropped", [])}
@@ -286,9 +336,12 @@ def refill_short_pools(queries: dict[str, str], positives: dict[str, set[str]], 
     rounds = 0
     teacher = config.denoise.build_teacher()
     while True:
-        short = [qid for qid in queries if len(pools[qid]) < config.num_negatives]
+        short = [qid for qid in queries if len(pools[qid]) < config.num_negatives
+                 and extras[qid].get("teacher_ranks_positive_first") is not False]
         fresh = {qid: next_window_candidates(qid, ranked, positives[qid], pos_texts[qid], corpus, config.window,
-                                             seen[qid], chunk, doc_clusters) for qid in short}
+                                             seen[qid], chunk, doc_clusters, near_duplicates,
+                                             near_dropped[qid] if near_dropped is not None else None)
+                 for qid in short}
         fresh = {qid: cands for qid, cands in fresh.items() if cands}
         if not fresh:
             break
@@ -322,13 +375,19 @@ def denoise_pools(queries: dict[str, str], positives: dict[str, set[str]], corpu
     kept_pools: dict[str, list[Negative]] = {}
     extras: dict[str, dict] = {}
     at = 0
-    n_dropped = 0
+    n_dropped = n_untrusted = 0
     for qid in queries:
         n_pos, n_neg = len(positives[qid]), len(pools[qid])
         pos_scores = scores[at:at + n_pos]
         neg_scores = scores[at + n_pos:at + n_pos + n_neg]
         at += n_pos + n_neg
         pos_score = float(pos_scores.min())
+        if cfg.positive_first and n_neg and float(neg_scores.max()) >= pos_score:
+            # the teacher ranks some candidate at or above the positive: the query is not trusted at all
+            kept_pools[qid], extras[qid] = [], {"positive_teacher_score": round(pos_score, 6), "teacher": teacher.name,
+                                                "teacher_ranks_positive_first": False}
+            n_untrusted += 1
+            continue
         disagrees = cfg.min_positive_score is not None and pos_score < cfg.min_positive_score
         if disagrees:
             reasons = drop_reasons(neg_scores, pos_score, max_score=cfg.max_score)
@@ -358,6 +417,8 @@ def denoise_pools(queries: dict[str, str], positives: dict[str, set[str]], corpu
         return kept_pools, extras
     logger.info("denoising with %s dropped %d of %d candidates", teacher.name, n_dropped,
                 sum(len(p) for p in pools.values()))
+    if n_untrusted:
+        logger.info("%d queries left out: the teacher does not rank their positive first", n_untrusted)
     short = sum(1 for qid in queries if len(kept_pools[qid]) < config.num_negatives)
     if short and not cfg.refill:
         logger.warning("%d queries have fewer than %d negatives after denoising "

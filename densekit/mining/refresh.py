@@ -29,6 +29,7 @@ import numpy as np
 from densekit.errors import ConfigError, DataError, DensekitError
 from densekit.mining.denoise import DenoiseConfig
 from densekit.mining.miner import MineConfig
+from densekit.mining.near_duplicates import DEFAULT_THRESHOLD
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class RefreshJob:
     sampler: str = "top"
     sampler_options: dict[str, Any] = field(default_factory=dict)
     seed: int = 42
+    near_duplicate_threshold: float = DEFAULT_THRESHOLD
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
 
     def to_json(self) -> dict[str, Any]:
@@ -90,7 +92,7 @@ class RefreshJob:
         """Mining as ``densekit mine`` does it, over the refreshed embeddings, reseeded per refresh."""
         return MineConfig(retrievers=["dense"], sampler=self.sampler, num_negatives=self.num_negatives,
                           window=self.window, seed=self.seed + self.refresh, sampler_options=self.sampler_options,
-                          denoise=self.denoise,
+                          near_duplicate_threshold=self.near_duplicate_threshold, denoise=self.denoise,
                           retriever_options={"dense": {"model": self.checkpoint, "batch_size": self.batch_size,
                                                        "corpus_embeddings": str(embeddings),
                                                        "max_seq_length": self.max_seq_length}},

@@ -40,6 +40,18 @@ class TrainingRows:
         """The documents a row's query must not be pushed away from: its judged relevant ones and its positive."""
         return self.relevant.get(self.query_id(row), set()) | {self.positive_id(row)}
 
+    def teacher_scores(self, row: int, negatives: int) -> list[float]:
+        """The teacher's scores of a row's positive and of its first ``negatives`` negatives (cycled as the
+        training columns cycle them); a record without them is a DataError naming it."""
+        record = self.records[row]
+        positive = record.audit.get("positive_teacher_score")
+        scores = [n.teacher_score for n in record.negatives]
+        if positive is None or not scores or any(s is None for s in scores):
+            raise DataError("distillation needs the teacher's score of the positive and of every negative: mine "
+                            "with --teacher (the filters are optional)", path=record.where,
+                            field="positive_teacher_score" if positive is None else "negatives[].teacher_score")
+        return [float(positive)] + [float(scores[c % len(scores)]) for c in range(negatives)]
+
     def head(self, n: int | None) -> TrainingRows:
         """The first ``n`` rows (all when ``n`` is falsy); the qrels are kept whole."""
         return self if not n else TrainingRows(self.records[:n], self.relevant)

@@ -82,7 +82,8 @@ def main() -> None:
                  "--split", "test", "--max-seq-length", "256", "--cache-dir", "none", "--output",
                  str(out / f"{name}-eval")], out / f"{name}.eval.log", env)
         results[name] = {**json.loads(probe.read_text()),
-                         "ndcg_at_10": json.loads(metrics.read_text())["ndcg_at_10"], "processes": procs}
+                         "ndcg_at_10": json.loads(metrics.read_text())["ndcg_at_10"], "processes": procs,
+                         "load_average_after": round(os.getloadavg()[0], 2)}
         print(name, json.dumps(results[name]), flush=True)
     summary = {"machine": {"cpus": os.cpu_count(), "threads_per_process": threads}, "batch": b, "rows": results}
     (out / "distributed.json").write_text(json.dumps(summary, indent=2))

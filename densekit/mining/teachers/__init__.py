@@ -151,9 +151,29 @@ class ScoreCache:
         self.conn.close()
 
 
-def score_pairs_cached(teacher: Teacher, pairs: Sequence[tuple[str, str]], cache_dir: str | Path | None,
+class ListTeacher:
+    """A teacher whose score of a pair depends on the other candidates of the same query (a rank fusion, BM25 with
+    the candidates' statistics): it scores every pair at once, and only its components' scores are cached."""
+
+    name = "list-teacher"
+
+    def score_all(self, pairs: Sequence[tuple[str, str]], cache_dir: str | Path | None) -> np.ndarray:
+        raise NotImplementedError
+
+
+def group_by_query(pairs: Sequence[tuple[str, str]]) -> dict[str, list[int]]:
+    """Positions of each query's pairs."""
+    groups: dict[str, list[int]] = {}
+    for i, (query, _) in enumerate(pairs):
+        groups.setdefault(query, []).append(i)
+    return groups
+
+
+def score_pairs_cached(teacher: Teacher | ListTeacher, pairs: Sequence[tuple[str, str]], cache_dir: str | Path | None,
                        chunk_size: int = 256) -> np.ndarray:
     """Teacher scores for ``pairs`` (duplicates scored once), reading and filling the on-disk cache."""
+    if isinstance(teacher, ListTeacher):
+        return np.asarray(teacher.score_all(list(pairs), cache_dir), dtype=np.float32)
     keys = [_pair_key(q, d) for q, d in pairs]
     unique: dict[bytes, tuple[str, str]] = dict(zip(keys, pairs, strict=True))
     cache = (ScoreCache(Path(cache_dir) / "teacher_scores" / f"{teacher.fingerprint()}.sqlite")

@@ -6,8 +6,10 @@ import torch
 
 from densekit.data.training import TrainingRecord, to_hf_dataset
 from densekit.errors import ConfigError
+from densekit.training.losses import LOSSES
 from densekit.training.modes import ModeSetup, TrainingMode, TrainInputs, register_mode
 from densekit.training.modes._common import load_records, loss_context, training_loss
+from densekit.training.rows import TrainingRows, judged_relevant
 
 
 def negative_weight_table(records: list[TrainingRecord], columns: int) -> torch.Tensor:
@@ -34,10 +36,13 @@ class StaticMode(TrainingMode):
         config = inputs.config
         records = load_records(inputs)
         weighted = config.loss.negative_weights
-        dataset = to_hf_dataset(records, config.data.num_negatives, row_index=weighted)
+        # a loss that looks rows up (distillation reads each row's teacher scores) gets the records as rows
+        rows = TrainingRows(records, judged_relevant(inputs.beir) if inputs.beir else {}) \
+            if LOSSES.get(self.loss_name(config)).needs_rows else None
+        dataset = to_hf_dataset(records, config.data.num_negatives, row_index=weighted or rows is not None)
         weights = None
         if weighted:
             columns = sum(1 for c in dataset.column_names if c.startswith("negative_"))
             weights = negative_weight_table(records, columns)
-        loss = training_loss(inputs, self.loss_name(config), loss_context(inputs, negative_weights=weights))
-        return ModeSetup(dataset, loss, len(records))
+        loss = training_loss(inputs, self.loss_name(config), loss_context(inputs, negative_weights=weights, rows=rows))
+        return ModeSetup(dataset, loss, len(records), rows=rows)
