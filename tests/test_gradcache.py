@@ -11,7 +11,8 @@ ANCHORS = [f"sentence number {i} is about topic {i % 3}" for i in range(10)]
 POSITIVES = [f"a paraphrase of sentence {i} on topic {i % 3}" for i in range(10)]
 NEGATIVES = [f"an unrelated remark {i}" for i in range(10)]
 # the random tiny model puts every sentence at cosine > 0.9, so debcse's false-negative filter is loosened
-OPTIONS = {"whitenedcse": {"group_size": 8}, "mw": {"scale": 5.0}, "debcse": {"false_negative_threshold": 0.9999}}
+OPTIONS = {"whitenedcse": {"num_groups": 8}, "mw": {"scale": 5.0},
+           "debcse": {"false_negative_threshold": 0.9999}}
 
 
 @pytest.fixture(scope="module")

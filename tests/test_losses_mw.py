@@ -29,7 +29,7 @@ def test_tied_scores_give_log_two():
     assert loss.item() == pytest.approx(math.log(2), rel=1e-6)
 
 
-def test_matches_hand_computed_mean_over_pairs():
+def test_per_query_matches_hand_computed_mean_over_each_rows_pairs():
     q = unit([1, 0], [0, 1])
     p = unit([1, 1], [0, 1])
     n = unit([1, -1], [1, 0])
@@ -39,8 +39,24 @@ def test_matches_hand_computed_mean_over_pairs():
     pairs = [(s[0, 0], s[0, 1]), (s[0, 0], s[0, 2]), (s[0, 0], s[0, 3]),
              (s[1, 1], s[1, 0]), (s[1, 1], s[1, 2]), (s[1, 1], s[1, 3])]
     expected = np.mean([np.log1p(np.exp(-scale * (a - b))) for a, b in pairs])
-    loss = LOSSES.get("mw")(None, scale=scale).compute_loss_from_embeddings([q, p, n])
+    loss = LOSSES.get("mw")(None, scale=scale, comparison="per_query").compute_loss_from_embeddings([q, p, n])
     assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_global_mw_equals_the_brute_force_sum_over_every_positive_and_negative_pair():
+    """Every query's positive against every negative (query, document) score of the batch, across queries."""
+    rng = np.random.default_rng(0)
+    q, p, n1, n2 = (F.normalize(torch.tensor(rng.normal(size=(3, 5))), dim=-1) for _ in range(4))
+    scale = 7.0
+    candidates = torch.cat([p, n1, n2])
+    s = (q @ candidates.T).numpy()
+    positives = [s[i, i] for i in range(3)]
+    negatives = [s[i, j] for i in range(3) for j in range(9) if j != i]  # other rows' positives, all hard negatives
+    expected = np.mean([np.log1p(np.exp(-scale * (a - b))) for a in positives for b in negatives])
+    loss = LOSSES.get("mw")(None, scale=scale).compute_loss_from_embeddings([q, p, n1, n2])
+    assert loss.item() == pytest.approx(expected, rel=1e-9)
+    per_query = LOSSES.get("mw")(None, scale=scale, comparison="per_query").compute_loss_from_embeddings([q, p, n1, n2])
+    assert abs(loss.item() - per_query.item()) > 1e-4  # the cross-query comparisons make it another loss
 
 
 def test_negative_mask_switches():

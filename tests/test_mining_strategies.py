@@ -1,4 +1,4 @@
-"""Mining strategies on a real SciFact subset: hybrid, cluster, STAR, caching, and clear errors on bad input."""
+"""Mining strategies on a real SciFact subset: hybrid, ivf-local, STAR, caching, and clear errors on bad input."""
 
 from __future__ import annotations
 
@@ -74,13 +74,13 @@ def test_kmeans_chain_visits_every_cluster_once():
 
 def test_mine_hybrid_cluster_star_records(subset, tiny_model_dir, tmp_path):
     dense = {"model": tiny_model_dir, "cache_dir": str(tmp_path / "cache")}
-    config = MineConfig(retrievers=["bm25", "hybrid", "cluster"], sampler="star", num_negatives=6, window=(1, 30),
-                        retriever_options={"dense": dense, "cluster": {"n_clusters": 8, "neighbours": 1}},
+    config = MineConfig(retrievers=["bm25", "hybrid", "ivf-local"], sampler="star", num_negatives=6, window=(1, 30),
+                        retriever_options={"dense": dense, "ivf-local": {"n_clusters": 8, "neighbours": 1}},
                         sampler_options={"hard_ratio": 0.5}, cache_dir=str(tmp_path / "cache"))
     records = mine_json(subset, config)
     assert len(records) == sum(len(r) for r in subset.qrels.values())
     sources = {n["source"] for r in records for n in r["negatives"]}
-    assert {"bm25", "hybrid", "cluster", "random"} <= sources
+    assert {"bm25", "hybrid", "ivf-local", "random"} <= sources
     for record in records:
         positives = set(subset.qrels[record["query_id"]])
         assert record["positive_id"] in positives
@@ -90,7 +90,7 @@ def test_mine_hybrid_cluster_star_records(subset, tiny_model_dir, tmp_path):
             assert neg["text"] == doc_text(subset.corpus[neg["doc_id"]])
             if neg["source"] != "random":
                 assert 1 <= neg["rank"] <= 30 and isinstance(neg["score"], float)
-            if neg["source"] == "cluster":
+            if neg["source"] == "ivf-local":
                 assert isinstance(neg["cluster"], int)
         assert isinstance(record["query_cluster"], int)
     assert len(list((tmp_path / "cache" / "candidates").glob("*.json"))) == 3
@@ -105,7 +105,7 @@ def test_mine_hybrid_cluster_star_records(subset, tiny_model_dir, tmp_path):
 
     saved = dict(RETRIEVERS._items)
     try:
-        for name in ("bm25", "hybrid", "cluster"):
+        for name in ("bm25", "hybrid", "ivf-local"):
             RETRIEVERS._items[name] = Broken
         assert mine_json(subset, config) == records
     finally:
@@ -114,7 +114,7 @@ def test_mine_hybrid_cluster_star_records(subset, tiny_model_dir, tmp_path):
 
 
 def test_cluster_candidates_stay_in_nearby_clusters(subset, tiny_model_dir, tmp_path):
-    retriever = RETRIEVERS.get("cluster")(model=tiny_model_dir, cache_dir=str(tmp_path), n_clusters=10,
+    retriever = RETRIEVERS.get("ivf-local")(model=tiny_model_dir, cache_dir=str(tmp_path), n_clusters=10,
                                           neighbours=0)
     cands = retriever.retrieve(subset.queries, subset.corpus, 50)
     for qid, ranked in cands.items():

@@ -163,3 +163,27 @@ def test_global_batch_size_sets_the_per_device_batch(tiny_model_dir, tmp_path):
     with pytest.raises(ConfigError, match="not a multiple"):
         build_trainer(config(tiny_model_dir, data, tmp_path / "o", global_batch_size=10,
                              gradient_accumulation_steps=3))
+
+
+def test_b3_batches_join_communities_of_mutually_hard_examples(tiny_model_dir, tmp_path):
+    """--cluster-method b3: METIS communities of the preference graph; each batch joins batch / K of them."""
+    from densekit.training.b3 import b3_communities, preference_edges
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(40, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    edges = preference_edges(emb, emb, (3, 6))
+    sims = emb @ emb.T
+    window = {i: {int(j) for j in [k for k in np.argsort(-sims[i]) if k != i][2:6]} for i in range(40)}
+    for i in range(40):  # ranks 3..6 become edges, both ways; the top 2 only if the other row ranks i 3..6
+        assert window[i] <= edges[i]
+        assert edges[i] == window[i] | {j for j in range(40) if i in window[j]}
+    labels = b3_communities(emb, emb, (3, 6), community=8)
+    assert len(set(labels.tolist())) == 5 and all(np.bincount(labels) >= 5)
+    data = write_data(tmp_path / "train.jsonl", 40)
+    run = build_trainer(config(tiny_model_dir, data, tmp_path / "out", max_steps=2, batch_size=16,
+                               cluster_batches="auto", cluster_method="b3", b3_community=8))
+    groups = np.array(run.trainer.args.batch_sampler.labels)
+    batches = list(run.trainer.get_train_dataloader().batch_sampler)
+    assert all(len(set(groups[b])) <= 16 // 8 + 1 for b in batches)  # 2 communities a batch (+ one spilling over)
+    assert json.loads((train(run.config) / "densekit_train.json").read_text())["options"]["cluster_method"] == "b3"

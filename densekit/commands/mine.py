@@ -33,7 +33,7 @@ class MineFiles:
     data: str = option(help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/) or a BEIR name")
     output: str = option(help="output JSONL (read directly by densekit train)")
     split: str = option("train", help="qrels split whose queries and positives are used")
-    model: str = option("all-MiniLM-L6-v2", help="model for the dense, hybrid and cluster retrievers")
+    model: str = option("all-MiniLM-L6-v2", help="model for the dense, hybrid and ivf-local retrievers")
 
 
 OPTIONS = (MineFiles, MineConfig, DenoiseConfig, EncoderOptions)

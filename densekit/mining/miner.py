@@ -44,7 +44,7 @@ from densekit.options import option
 
 logger = logging.getLogger(__name__)
 
-# options the cluster retriever takes over from the dense retriever's, unless set for it
+# options the ivf-local retriever takes over from the dense retriever's, unless set for it
 _MODEL_KEYS = ("model", "batch_size", "bf16", "cache_dir", "max_seq_length", "backend")
 
 
@@ -61,7 +61,7 @@ class MineConfig:
     seed: int = option(42, help="seed of the random samplers")
     retriever_options: dict[str, dict[str, Any]] = option(
         default_factory=dict, flag="--retriever-option", nested=True,
-        help="retriever option, repeatable: e.g. bm25.k1=1.2, hybrid.fusion=score, cluster.n_clusters=64")
+        help="retriever option, repeatable: e.g. bm25.k1=1.2, hybrid.fusion=score, ivf-local.n_clusters=64")
     sampler_options: dict[str, Any] = option(default_factory=dict, flag="--sampler-option",
                                               help="sampler option, repeatable: e.g. hard_ratio=0.5 for star")
     near_duplicate_threshold: float = option(
@@ -103,7 +103,7 @@ class MineConfig:
             for comp, comp_opts in (opts.get("options") or {}).items():
                 inner.setdefault(comp, {}).update(comp_opts)
             opts["options"] = inner
-        elif name == "cluster":
+        elif name == "ivf-local":
             for key in _MODEL_KEYS:
                 if key in base.get("dense", {}) and key not in opts:
                     opts[key] = base["dense"][key]
@@ -292,7 +292,7 @@ def mine(dataset: BeirDataset, config: MineConfig) -> list[TrainingRecord]:
 
 
 def pool_item(candidate: Candidate, corpus: dict, doc_clusters: dict[str, int]) -> Negative:
-    """A candidate as it enters a query's pool: with its text and, from the cluster retriever, its cluster."""
+    """A candidate as it enters a query's pool: with its text and, from the ivf-local retriever, its cluster."""
     return Negative(text=doc_text(corpus[candidate.doc_id]), doc_id=candidate.doc_id, source=candidate.source,
                     rank=candidate.rank, score=candidate.score, cluster=doc_clusters.get(candidate.doc_id))
 

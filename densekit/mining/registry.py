@@ -1,4 +1,4 @@
-"""The mining registries: candidate retrievers (``bm25``, ``dense``, ``hybrid``, ``cluster``), samplers
+"""The mining registries: candidate retrievers (``bm25``, ``dense``, ``hybrid``, ``ivf-local``), samplers
 (``top``, ``random-in-window``, ``star``) and teachers that rescore candidates
 (``cross-encoder``, ``bi-encoder``)."""
 

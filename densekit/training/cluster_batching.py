@@ -198,18 +198,26 @@ def cluster_count(setting: int | str, n_examples: int, batch_size: int) -> int:
     return k
 
 
-def cluster_sampler(model, dataset, setting: int | str, batch_size: int, seed: int) -> ClusterBatchSamplerFactory:
-    """A batch sampler factory grouping examples by k-means clusters of their queries' embeddings (``auto``: one
-    cluster per global batch, ``batch_size`` per device x processes)."""
+def cluster_sampler(model, dataset, setting: int | str, batch_size: int, seed: int, method: str = "kmeans",
+                    b3_window: tuple[int, int] = (10, 50), b3_community: int = 8) -> ClusterBatchSamplerFactory:
+    """A batch sampler factory grouping examples by clusters: k-means of their queries' embeddings (``auto``: one
+    cluster per global batch, ``batch_size`` per device x processes), or B3's METIS communities
+    (:mod:`densekit.training.b3`)."""
     import logging
 
     rank, world = distributed_world()
-    k = cluster_count(setting, len(dataset), batch_size * world)
     result = None
     if rank == 0:  # clustered once, on rank 0: every rank must build the very same batches
-        embeddings = model.encode(dataset["anchor"], batch_size=64, normalize_embeddings=True,
-                                  convert_to_numpy=True, show_progress_bar=True)
-        result = cluster_examples(embeddings, k, seed=seed)
+        anchors = model.encode(dataset["anchor"], batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                               show_progress_bar=True)
+        if method == "b3":
+            from densekit.training.b3 import b3_communities
+
+            targets = model.encode(dataset["positive"], batch_size=64, normalize_embeddings=True,
+                                   convert_to_numpy=True, show_progress_bar=True)
+            result = (b3_communities(anchors, targets, b3_window, b3_community, seed), None)
+        else:
+            result = cluster_examples(anchors, cluster_count(setting, len(dataset), batch_size * world), seed=seed)
     if world > 1:
         import torch.distributed as dist
 
@@ -217,8 +225,8 @@ def cluster_sampler(model, dataset, setting: int | str, batch_size: int, seed: i
         dist.broadcast_object_list(box, src=0)
         result = box[0]
     labels, centroids = result
-    logging.getLogger(__name__).info("cluster-grouped batches: %d clusters over %d examples", len(centroids),
-                                     len(dataset))
+    logging.getLogger(__name__).info("cluster-grouped batches (%s): %d groups over %d examples", method,
+                                     len(set(labels.tolist())), len(dataset))
     return cluster_batch_sampler(labels, centroids)
 
 

@@ -68,8 +68,10 @@ class DataOptions:
 class LossOptions:
     """loss"""
 
-    loss: str | None = option(None, help="registered loss name (default: the mode's: infonce; star for --mode star, "
-                                         "adore for --mode adore)")
+    loss: str | None = option(None, help="registered loss: infonce, simcse-unsup, simcse-sup, whitenedcse, mw, star, "
+                                         "clusterns, listwise, margin-mse, or debcse (DebCSE-inspired: inverse-"
+                                         "propensity weighting of pairs, not the paper's estimator); default: the "
+                                         "mode's (infonce; star for --mode star, adore for --mode adore)")
     loss_options: dict[str, Any] = option(default_factory=dict, flag="--loss-option",
                                           help="loss option, repeatable: e.g. scale=20")
     gradcache: bool = option(False, help="GradCache: embed in mini-batches, so --batch-size (the contrastive batch) "
@@ -94,6 +96,13 @@ class BatchOptions:
                                          help="fill each batch from k-means clusters of the queries (B3/NGAME), so "
                                               "in-batch negatives are hard; N clusters or auto (one per batch). Pair "
                                               "with --loss-option false_negative_margin=0.1")
+    cluster_method: str = option("kmeans", help="how --cluster-batches groups examples: kmeans (a nearest-centroid "
+                                                "chain of k-means clusters of the queries) or b3 (B3: METIS "
+                                                "communities of a preference graph that leaves out the top ranks)")
+    b3_window: tuple[int, int] = option((10, 50), metavar=("START", "END"),
+                                        help="b3: ranks of the other rows' positives that become graph edges "
+                                             "(the ranks above START are left out as likely false negatives)")
+    b3_community: int = option(8, help="b3: examples per METIS community (a batch joins batch / K of them)")
     global_batch_size: int | None = option(None, help="the batch over all devices and accumulation steps; sets "
                                                       "--batch-size to it / (devices x gradient accumulation), so "
                                                       "one config means the same optimisation on 1 or N devices")
@@ -105,6 +114,8 @@ class BatchOptions:
             except ValueError:
                 raise ConfigError("cluster_batches must be a number of clusters or 'auto', "
                                   f"got '{self.cluster_batches}'") from None
+        if self.cluster_method not in ("kmeans", "b3"):
+            raise ConfigError(f"--cluster-method must be kmeans or b3, got '{self.cluster_method}'")
         if self.global_batch_size is not None and self.global_batch_size < 1:
             raise ConfigError(f"--global-batch-size must be >= 1, got {self.global_batch_size}")
 

@@ -96,8 +96,10 @@ def trainer_arguments(config: TrainConfig, setup: ModeSetup, model, dev: DevSet 
 
         if "anchor" not in setup.dataset.column_names:
             raise ConfigError("--cluster-batches needs anchor/positive training pairs")
-        args.batch_sampler = cluster_sampler(model, setup.dataset, config.batch.cluster_batches,
-                                             args.per_device_train_batch_size, args.seed)
+        batch = config.batch
+        args.batch_sampler = cluster_sampler(model, setup.dataset, batch.cluster_batches,
+                                             args.per_device_train_batch_size, args.seed, batch.cluster_method,
+                                             batch.b3_window, batch.b3_community)
     # a loss that cannot use a short last batch (WhitenedCSE: more rows than channels per group) drops it
     args.dataloader_drop_last = args.dataloader_drop_last or setup.loss.needs_full_batches
     if dev is not None:

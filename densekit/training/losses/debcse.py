@@ -1,4 +1,8 @@
-"""DebCSE: contrastive sentence embeddings with inverse-propensity-weighted selection of pairs.
+"""DebCSE-inspired loss: inverse-propensity weighting of contrastive pairs by surface and semantic similarity.
+
+Not the paper's method: only DebCSE's abstract could be read (no method section, no authors' code found), so this
+implements the idea the abstract states, with choices of our own listed below. It keeps the registered name
+``debcse``; the CLI help and the docs call it DebCSE-inspired.
 
 Miao, Du and Zhang, "DebCSE: Rethinking Unsupervised Contrastive Sentence Embedding Learning in the
 Debiasing Perspective", CIKM 2023 (arXiv:2309.07396).

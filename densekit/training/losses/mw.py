@@ -1,15 +1,24 @@
 """MW loss: maximise the Mann-Whitney U statistic (the AUC) of positive-vs-negative scores.
 
-"Optimizing What Matters: AUC-Driven Learning for Robust Neural Retrieval" (2025). The AUC of a query is the
-fraction of (positive, negative) pairs ranked correctly, ``U / (n+ n-)``; its smooth surrogate is binary
-cross-entropy with logits on the score differences, label 1::
+Sheikholeslami et al., "Optimizing What Matters: AUC-Driven Learning for Robust Neural Retrieval" (ServiceNow,
+arXiv:2510.00137, 2025). The AUC is the fraction of (positive, negative) pairs ranked correctly, ``U / (n+ n-)``;
+its smooth surrogate is binary cross-entropy on score differences::
 
-    loss = mean over (i, j) of softplus(-scale * (s(q_i, p_i) - s(q_i, n_j)))
+    loss = mean over (p in P, n in N) of softplus(-scale * (s_p - s_n))
 
-Scores are cosine similarities. The negatives of query ``i`` are the other rows' positives (in-batch) and
-every hard negative in the batch (its own and the other rows'), each switchable. Unlike InfoNCE the loss
-does not renormalise over the batch, so it pushes every negative below the positive by itself and the
-resulting scores are comparable across queries (what a threshold or an AUC measures).
+``comparison="global"`` (the default, the paper's Figure 2): P holds every query's positive score in the batch
+and N every negative (query, document) score in the batch, and *every* positive is compared with *every* negative,
+across queries - more comparisons at the same similarity cost, and what makes scores separate globally, so one
+threshold works for all queries. ``comparison="per_query"`` compares each query's positive only with its own
+row's negatives (the per-query pairwise / RankNet loss densekit had before; STAR's pairwise form without masks).
+
+Scores are cosine similarities times ``scale``. The negatives of query ``i`` are the other rows' positives
+(in-batch) and every hard negative in the batch (its own and the other rows'), each switchable; under
+``torchrun`` the candidates and, for the global comparison, the negative scores of every device are gathered.
+We found the paper's abstract and a summary of its Figure 2 but no code or full equation: the normalisation (a
+mean over all compared pairs) and the use of cosine times a scale are our choices.
+
+Inputs: columns ``(query, positive[, negative_1..n])``; no labels.
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from torch import Tensor
 from densekit.errors import ConfigError
 from densekit.training.losses import register_loss
 from densekit.training.losses.base import DensekitLoss, LossContext, cosine_scores
+
+COMPARISONS = ("global", "per_query")
 
 
 def negative_mask(batch_size: int, num_columns: int, in_batch: bool, hard: bool, device=None,
@@ -51,11 +62,14 @@ class MWLoss(DensekitLoss):
 
     gathers = True
 
-    def __init__(self, model, scale: float = 20.0, in_batch_negatives: bool = True, hard_negatives: bool = True, *,
-                 context: LossContext | None = None) -> None:
+    def __init__(self, model, scale: float = 20.0, in_batch_negatives: bool = True, hard_negatives: bool = True,
+                 comparison: str = "global", *, context: LossContext | None = None) -> None:
         super().__init__(model, context)
         if not (in_batch_negatives or hard_negatives):
             raise ConfigError("mw loss needs in_batch_negatives or hard_negatives (or both)")
+        if comparison not in COMPARISONS:
+            raise ConfigError(f"mw: comparison must be one of {', '.join(COMPARISONS)}, got '{comparison}'")
+        self.comparison = comparison
         self.scale = scale
         self.in_batch_negatives = in_batch_negatives
         self.hard_negatives = hard_negatives
@@ -72,17 +86,22 @@ class MWLoss(DensekitLoss):
                              total, offset)
         if not mask.any():
             raise ConfigError("mw loss found no negatives: use batch size > 1 or add hard negatives")
-        margins = (positive.unsqueeze(1) - scores)[mask]
-        return F.softplus(-self.scale * margins).mean()
+        if self.comparison == "per_query":
+            margins = (positive.unsqueeze(1) - scores)[mask]
+            return F.softplus(-self.scale * margins).mean()
+        negatives = self.gather(scores[mask])  # every negative (query, document) score of the global batch
+        pairs = F.softplus(-self.scale * (positive.unsqueeze(1) - negatives.unsqueeze(0)))
+        return self.mean_over_ranks(pairs.sum(), torch.tensor(float(pairs.numel())))
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"scale": self.scale, "in_batch_negatives": self.in_batch_negatives,
-                "hard_negatives": self.hard_negatives}
+                "hard_negatives": self.hard_negatives, "comparison": self.comparison}
 
     @property
     def citation(self) -> str:
-        return """@article{mw2025auc,
-title={Optimizing What Matters: AUC-Driven Learning for Robust Neural Retrieval}, year={2025}}"""
+        return """@article{sheikholeslami2025mw,
+title={Optimizing What Matters: AUC-Driven Learning for Robust Neural Retrieval},
+author={Sheikholeslami, Nima and others}, journal={arXiv:2510.00137}, year={2025}}"""
 
 
 def mann_whitney_auc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:

@@ -1,11 +1,11 @@
-"""Cluster-aware candidates (ClusterNS-style): the query's own and neighbouring k-means clusters.
+"""IVF-local candidates: the members of the query's own and neighbouring k-means clusters of the corpus.
 
-Deng et al., "Clustering-Aware Negative Sampling for Unsupervised Sentence Representation",
-Findings of ACL 2023: negatives from the same or a nearby cluster are hard without being the
-near-duplicates that plain top-k returns. Here the corpus embeddings are clustered with spherical
-k-means (FAISS); each query is assigned its ``1 + neighbours`` nearest centroids and its candidates
-are the members of those clusters, ranked by similarity (an IVF search with ``nprobe = 1 + neighbours``).
-Use a wide window with ``random-in-window`` to draw cluster-local negatives that are not the very top.
+The corpus embeddings are clustered with spherical k-means (FAISS); each query is assigned its
+``1 + neighbours`` nearest centroids and its candidates are the members of those clusters, ranked by similarity
+(an IVF search with ``nprobe = 1 + neighbours``). Use a wide window with ``random-in-window`` to draw
+cluster-local negatives that are not the very top. (This retriever was called ``cluster`` and described as
+"ClusterNS-style"; ClusterNS - Deng et al., Findings of ACL 2023 - clusters *training batches* online and uses
+the nearest other centroid as a hard negative, which is the training loss ``--loss clusterns``.)
 
 After ``retrieve``, ``doc_clusters`` maps each document to its cluster and ``query_clusters`` each
 query to its nearest cluster, so the miner can record them per negative for auditing.
@@ -45,9 +45,9 @@ def cluster_topk(q_emb: np.ndarray, doc_emb: np.ndarray, centroids: np.ndarray, 
     return scores, rows, assign(doc_emb, centroids)
 
 
-@RETRIEVERS.register("cluster")
+@RETRIEVERS.register("ivf-local")
 @dataclass
-class ClusterRetriever:
+class IvfLocalRetriever:
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = 64
     bf16: bool = False
@@ -58,7 +58,7 @@ class ClusterRetriever:
     neighbours: int = 1
     niter: int = 20
     seed: int = 42
-    name: str = "cluster"
+    name: str = "ivf-local"
     doc_clusters: dict[str, int] = field(default_factory=dict, repr=False)
     query_clusters: dict[str, int] = field(default_factory=dict, repr=False)
 
