@@ -30,8 +30,9 @@ class PseudoQueryOptions:
     seed: int = option(42, help="seed of the document sample and of the strategies' draws")
     include_split: str | None = option(None, help="also copy this split's real queries and qrels into the output "
                                                   "(e.g. train), so one mining run covers both")
-    exclude_split: str | None = option("test", help="make no query from a document judged in this split (no "
-                                                    "test positives leak into training); 'none' to use them all")
+    exclude_splits: list[str] = option(default_factory=lambda: ["test"], flag="--exclude-split",
+                                       help="make no query from a document judged in this split, repeatable (no "
+                                            "test positives leak into training; default test); 'none' for none")
 
     def __post_init__(self) -> None:
         if self.max_docs is not None and self.max_docs < 1:

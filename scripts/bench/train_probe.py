@@ -5,8 +5,8 @@ under ``torchrun`` or alone, with the same flags plus ``--probe-out FILE``.
         --model all-MiniLM-L6-v2 --data mined.jsonl --output out ...
 
 Rank 0 writes FILE (JSON): the training time and samples per second per process, the peak resident memory of
-every process, and the share of the step time spent in cross-device gathering, taken from a torch profiler trace
-of steps 5-9 (the forward all_gather and the all_to_all of its backward).
+every process, and the share of the step time spent in cross-device gathering (the forward all_gather and the
+all_to_all of its backward).
 """
 
 from __future__ import annotations
@@ -17,37 +17,40 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from transformers import TrainerCallback
-
-PROFILED = range(5, 10)
 
 
 class Probe(TrainerCallback):
+    """Step times, and the time spent inside the collectives that cross-device gathering issues: the all_gather of
+    the forward and the all_to_all of its backward (timed by wrapping torch.distributed's functions in this
+    process only; on a CPU, gloo's collectives block, so their wall time is what the step waits for them)."""
+
     def __init__(self) -> None:
-        self.profiler = None
         self.step_start = 0.0
-        self.profiled_seconds = 0.0
-        self.gather_seconds = 0.0
-        self.started = time.perf_counter()
+        self.step_seconds = 0.0
+        self.collective_seconds = 0.0
+        self._wrap("all_gather")
+        self._wrap("all_to_all")
+
+    def _wrap(self, name: str) -> None:
+        import torch.distributed as dist
+
+        original = getattr(dist, name)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.collective_seconds += time.perf_counter() - start
+
+        setattr(dist, name, timed)
 
     def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == PROFILED.start:
-            self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
-            self.profiler.__enter__()
         self.step_start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.profiler is not None:
-            self.profiled_seconds += time.perf_counter() - self.step_start
-        if self.profiler is not None and state.global_step == PROFILED.stop:
-            self.profiler.__exit__(None, None, None)
-            events = self.profiler.key_averages()
-            # the collectives themselves (the host waits in them on a CPU): gloo's all_gather and all_to_all
-            self.gather_seconds = sum(e.cpu_time_total for e in events
-                                      if any(k in e.key.lower() for k in ("all_gather", "alltoall", "all_to_all"))
-                                      and not e.key.startswith("ProfilerStep")) / 1e6
-            self.profiler = None
+        self.step_seconds += time.perf_counter() - self.step_start
 
     def summary(self, world: int) -> dict:
         peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -57,9 +60,9 @@ class Probe(TrainerCallback):
 
             peaks = [None] * world
             dist.all_gather_object(peaks, peak_kib)
-        share = self.gather_seconds / self.profiled_seconds if self.profiled_seconds else None
-        return {"profiled_steps": len(PROFILED), "profiled_step_seconds": round(self.profiled_seconds, 3),
-                "gather_seconds": round(self.gather_seconds, 4), "gather_share": share and round(share, 4),
+        share = self.collective_seconds / self.step_seconds if self.step_seconds else None
+        return {"step_seconds": round(self.step_seconds, 3), "gather_seconds": round(self.collective_seconds, 4),
+                "gather_share": share and round(share, 4),
                 "peak_rss_mib_by_rank": [round(p / 1024, 1) for p in peaks]}
 
 

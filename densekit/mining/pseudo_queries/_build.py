@@ -39,9 +39,9 @@ def make_pseudo_queries(opts) -> dict:
     folder = resolve_beir_dir(opts.data)
     dataset = load_beir(folder, split=None)
     excluded: set[str] = set()
-    if opts.exclude_split and opts.exclude_split.lower() != "none" and (folder / "qrels" /
-                                                                         f"{opts.exclude_split}.tsv").exists():
-        excluded = {d for docs in load_beir(folder, opts.exclude_split).qrels.values() for d in docs}
+    for split in opts.exclude_splits:
+        if split.lower() != "none" and (folder / "qrels" / f"{split}.tsv").exists():
+            excluded |= {d for docs in load_beir(folder, split).qrels.values() for d in docs}
     doc_ids = [d for d in dataset.corpus if d not in excluded]
     rng = random.Random(opts.seed)
     if opts.max_docs and opts.max_docs < len(doc_ids):

@@ -1,0 +1,161 @@
+"""Distillation on SciFact: InfoNCE (the main job's recipe) against listwise distillation from each teacher and a
+fused teacher, MarginMSE, and distillation with pseudo-queries added; every row trained like the main job
+(all-MiniLM-L6-v2, 1 epoch, batch 32, lr 3e-5, seq 128) and evaluated at seq 256 (docs/training.md).
+
+Two stages, so that nothing is tuned on the test set:
+
+* ``--stage dev``: 100 SciFact *train* queries are held out (seeded) as a dev split; rows mine and train on the
+  other 709 and are scored on the dev queries (``runs/distill/dev/...``).
+* ``--stage test``: rows mine and train on all 809 train queries and are scored on the 300 test queries.
+
+Every stage of every row is skipped when its output exists (mined files are shared by every seed; teacher scores
+are cached), so a rerun resumes; ``results.json`` (per row and seed: nDCG@10, recall@100, wall seconds of mining
+with teacher scoring, training and evaluation) is rewritten after each run.
+
+    python scripts/distill_experiments.py --stage dev --rows infonce,listwise-bge --seeds 42
+    python scripts/distill_experiments.py --stage test --rows infonce,listwise-fusion --seeds 42,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from densekit.io import atomic_write_json
+
+BGE = ["--teacher-model", "BAAI/bge-small-en", "--teacher-option", "max_seq_length=512",
+       "--teacher-option", "query_prefix=Represent this sentence for searching relevant passages: "]
+TEACHERS = {
+    "bge": ["--teacher", "bi-encoder", *BGE],
+    "ce": ["--teacher", "cross-encoder", "--teacher-option", "max_seq_length=256"],
+    "fusion": ["--teacher", "fusion", "--teacher-option", 'teachers=["bi-encoder","cross-encoder","bm25"]',
+               "--teacher-option", 'options={"bi-encoder": {"model": "BAAI/bge-small-en", "max_seq_length": 512, '
+                                   '"query_prefix": "Represent this sentence for searching relevant passages: "}, '
+                                   '"cross-encoder": {"max_seq_length": 256}}'],
+}
+# the main job's negatives: BM25 + dense, ranks 10-50, 2 per query
+INFONCE_MINE = ["--retriever", "bm25", "--retriever", "dense", "--num-negatives", "2", "--window", "10", "50"]
+# distillation lists: the student's own top candidates (BM25 + dense, ranks 1-30), the teacher scoring every one
+LIST_MINE = ["--retriever", "bm25", "--retriever", "dense", "--num-negatives", "7", "--window", "1", "30"]
+TRAIN = ["--epochs", "1", "--batch-size", "32", "--learning-rate", "3e-5", "--max-seq-length", "128",
+         "--save-steps", "1000", "--logging-steps", "5"]
+
+# row -> (mine arguments, pseudo-query strategy or None, train arguments)
+ROWS: dict[str, tuple[list[str], str | None, list[str]]] = {
+    "infonce": (INFONCE_MINE, None, []),
+    "listwise-bge": ([*LIST_MINE, *TEACHERS["bge"]], None, ["--loss", "listwise"]),
+    "listwise-ce": ([*LIST_MINE, *TEACHERS["ce"]], None, ["--loss", "listwise"]),
+    "listwise-fusion": ([*LIST_MINE, *TEACHERS["fusion"]], None, ["--loss", "listwise"]),
+    "listwise-fusion-nce1": ([*LIST_MINE, *TEACHERS["fusion"]], None,
+                             ["--loss", "listwise", "--loss-option", "infonce_weight=1.0",
+                              "--loss-option", "contrastive_temperature=0.05"]),
+    "listwise-bge-nce1": ([*LIST_MINE, *TEACHERS["bge"]], None,
+                          ["--loss", "listwise", "--loss-option", "infonce_weight=1.0",
+                           "--loss-option", "contrastive_temperature=0.05"]),
+    "margin-mse-fusion": ([*LIST_MINE, *TEACHERS["fusion"]], None, ["--loss", "margin-mse"]),
+    "margin-mse-bge": ([*LIST_MINE, *TEACHERS["bge"]], None, ["--loss", "margin-mse"]),
+    "listwise-fusion+titles": ([*LIST_MINE, *TEACHERS["fusion"], "--require-positive-first"], "title",
+                               ["--loss", "listwise"]),
+}
+
+
+def sh(cmd: list[str], log: Path) -> float:
+    start = time.perf_counter()
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write("$ " + " ".join(cmd) + "\n")
+        handle.flush()
+        subprocess.run(cmd, check=True, stdout=handle, stderr=subprocess.STDOUT,
+                       env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    return round(time.perf_counter() - start, 1)
+
+
+def dev_folder(root: Path, held_out: int = 100, seed: int = 0) -> Path:
+    """SciFact with 100 train queries moved to a ``dev`` split (the corpus linked, the test split kept)."""
+    from densekit.data.beir import load_beir, resolve_beir_dir
+
+    folder = root / "scifact-dev"
+    if (folder / "qrels" / "dev.tsv").exists():
+        return folder
+    source = resolve_beir_dir("scifact")
+    train = load_beir(source, "train").qrels
+    dev_ids = set(random.Random(seed).sample(sorted(train), held_out))
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    for name in ("corpus.jsonl.gz", "queries.jsonl", "qrels/test.tsv"):
+        if not (folder / name).exists():
+            os.symlink((source / name).resolve(), folder / name)
+    for split, keep in (("train", lambda q: q not in dev_ids), ("dev", lambda q: q in dev_ids)):
+        rows = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{r}" for q, docs in train.items() if keep(q)
+                                                 for d, r in docs.items()]
+        (folder / "qrels" / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def pseudo_folder(root: Path, data: str, strategy: str, stage: str, log: Path) -> Path:
+    """Pseudo-queries from every document judged in neither the test split nor (stage dev) the dev split."""
+    folder = root / f"pseudo-{strategy}"
+    if not (folder / "qrels" / "train.tsv").exists():
+        excluded = ["--exclude-split", "test"] + (["--exclude-split", "dev"] if stage == "dev" else [])
+        sh([sys.executable, "-m", "densekit.cli", "pseudo-queries", "--data", data, "--strategy", strategy,
+            "--include-split", "train", *excluded, "--output", str(folder)], log)
+    return folder
+
+
+def run(row: str, seed: int, stage: str, root: Path, data: str, eval_split: str, results: dict) -> None:
+    mine_args, pseudo, train_args = ROWS[row]
+    base = root / row
+    base.mkdir(parents=True, exist_ok=True)
+    log = base / "log.txt"
+    entry = results.setdefault(row, {}).setdefault(str(seed), {})
+    mined = base / "mined.jsonl"
+    if not mined.exists():
+        source = str(pseudo_folder(root, data, pseudo, stage, log)) if pseudo else data
+        entry["mine_seconds"] = sh([sys.executable, "-m", "densekit.cli", "mine", "--data", source, "--split",
+                                    "train", *mine_args, "--cache-dir", "runs/cache", "--output", str(mined)], log)
+    model = base / f"model.seed{seed}"
+    if not (model / "densekit_train.json").exists():
+        entry["train_seconds"] = sh([sys.executable, "-m", "densekit.cli", "train", "--model", "all-MiniLM-L6-v2",
+                                     "--data", str(mined), *TRAIN, *train_args, "--seed", str(seed), "--output",
+                                     str(model)], log)
+    evaluation = base / f"eval.seed{seed}"
+    if not (evaluation / "metrics.json").exists():
+        entry["eval_seconds"] = sh([sys.executable, "-m", "densekit.cli", "eval", "--model", str(model), "--data",
+                                    data, "--split", eval_split, "--max-seq-length", "256", "--cache-dir", "none",
+                                    "--output", str(evaluation)], log)
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    train_info = json.loads((model / "densekit_train.json").read_text())
+    entry.update({"ndcg_at_10": metrics["ndcg_at_10"], "recall_at_100": metrics["recall_at_100"],
+                  "train_examples": train_info["train_examples"], "steps": train_info["global_step"],
+                  "train_loss": train_info["train_loss"]})
+    scores = [v["ndcg_at_10"] for v in results[row].values() if "ndcg_at_10" in v]
+    results[row]["_mean"] = {"ndcg_at_10": round(statistics.mean(scores), 4), "seeds": len(scores)}
+    print(f"{stage} {row} seed {seed}: nDCG@10 {metrics['ndcg_at_10']:.4f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--stage", choices=("dev", "test"), required=True)
+    parser.add_argument("--rows", required=True, help=f"comma-separated, of: {', '.join(ROWS)}")
+    parser.add_argument("--seeds", default="42")
+    parser.add_argument("--out", default="runs/distill")
+    args = parser.parse_args()
+    root = Path(args.out) / args.stage
+    root.mkdir(parents=True, exist_ok=True)
+    data, split = (str(dev_folder(root)), "dev") if args.stage == "dev" else ("scifact", "test")
+    path = root / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    for row in args.rows.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            results.setdefault(row, {})
+            run(row, seed, args.stage, root, data, split, results)
+            atomic_write_json(path, results)
+
+
+if __name__ == "__main__":
+    main()
