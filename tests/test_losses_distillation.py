@@ -106,3 +106,52 @@ def test_a_teacher_labelled_mined_file_trains_a_listwise_student(scifact_dir, ti
                      "--batch-size", "8", "--num-negatives", "4", "--output", str(out)]) == 0
         info = json.loads((out / "densekit_train.json").read_text())
         assert info["loss"] == loss and info["global_step"] == 3 and math.isfinite(info["train_loss"])
+
+
+@pytest.mark.integration
+def test_listwise_under_ance_distils_the_refreshed_teacher_scores(scifact_dir, tiny_model_dir, minilm_path, tmp_path):
+    """The student's own new top candidates, rescored by the teacher in the refresh worker, replace the mined
+    lists: after the swap the loss reads the worker's teacher scores for the refreshed negatives."""
+    import time as clock
+
+    from transformers import TrainerCallback
+
+    from densekit.cli import main
+    from densekit.training.config import TrainConfig
+    from densekit.training.train import build_trainer
+    from tests.helpers import scifact_subset
+
+    beir = scifact_subset(scifact_dir, tmp_path / "beir", n_queries=24, n_docs=150, splits=("train",))
+    mined = tmp_path / "mined.jsonl"
+    teacher = ["--teacher", "bi-encoder", "--teacher-model", minilm_path]
+    assert main(["mine", "--data", str(beir), "--retriever", "bm25", "--num-negatives", "3", "--window", "1", "20",
+                 *teacher, "--cache-dir", str(tmp_path / "cache"), "--output", str(mined)]) == 0
+    state = tmp_path / "ance.ance"
+
+    class WaitForRefresh(TrainerCallback):
+        def on_step_end(self, args, state_, control, **kwargs):
+            if state_.global_step == 2:
+                deadline = clock.time() + 600
+                while not (state / "negatives-0000.json").exists() and clock.time() < deadline:
+                    clock.sleep(0.5)
+                clock.sleep(2)
+
+    config = TrainConfig.from_options(model=tiny_model_dir, data=str(mined), beir=str(beir),
+                                      output=str(tmp_path / "ance"), mode="ance", loss="listwise", max_steps=5,
+                                      batch_size=8, refresh_steps=2, refresh_window=[1, 20],
+                                      refresh_teacher="bi-encoder", refresh_teacher_model=minilm_path,
+                                      save_steps=100, num_negatives=3)
+    run = build_trainer(config, [WaitForRefresh()])
+    run.trainer.train()
+    rows = run.setup.rows
+    assert rows.store.version >= 1 and rows.store.scores
+    refreshed = json.loads((state / "negatives-0000.json").read_text())
+    qid = next(iter(refreshed["teacher_scores"]))
+    row = next(i for i, r in enumerate(rows.records) if r.query_id == qid)
+    entry = rows.store.scores[qid]
+    expected = [entry["positives"][rows.positive_id(row)]] + [entry["negatives"][d] for d in rows.store.get(qid)][:3]
+    assert rows.teacher_scores(row, len(expected) - 1) == pytest.approx(expected)
+    assert rows.negative_ids(row) == refreshed["negatives"][qid]
+    with pytest.raises(Exception, match="--refresh-teacher"):
+        build_trainer(TrainConfig.from_options(model=tiny_model_dir, data=str(mined), beir=str(beir),
+                                               output=str(tmp_path / "x"), mode="ance", loss="listwise"))

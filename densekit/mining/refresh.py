@@ -127,9 +127,15 @@ def run_refresh(job: RefreshJob) -> dict[str, Any]:
 
     records = mine(dataset, job.mine_config(emb_path))
     negatives: dict[str, list[str]] = {}
+    scores: dict[str, dict[str, dict]] = {}  # with a teacher: its score of each query's positives and negatives
     for record in records:
         negatives.setdefault(record.query_id, record.negative_ids)
+        if job.denoise.enabled and record.positive_id is not None:
+            entry = scores.setdefault(record.query_id, {"positives": {}, "negatives": {}})
+            entry["positives"][record.positive_id] = record.audit.get("positive_teacher_score")
+            entry["negatives"].update({n.doc_id: n.teacher_score for n in record.negatives})
     result = {"refresh": job.refresh, "checkpoint": job.checkpoint, "negatives": negatives,
+              **({"teacher_scores": scores} if scores else {}),
               "stats": {"seconds": round(time.perf_counter() - start, 2), "encode_seconds": round(encode_s, 2),
                         "docs_encoded": len(rows), "docs_total": len(texts), "queries": len(negatives),
                         "denoised": job.denoise.enabled}}

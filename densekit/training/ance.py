@@ -183,8 +183,8 @@ class AnceRefresher(TrainerCallback):
             try:
                 result = json.loads(out.read_text(encoding="utf-8"))
                 negatives = {str(q): [str(d) for d in docs] for q, docs in result["negatives"].items()}
-                return {"negatives": negatives, "refresh": result.get("refresh"), "stats": result.get("stats", {}),
-                        "current": current}
+                return {"negatives": negatives, "teacher_scores": result.get("teacher_scores"),
+                        "refresh": result.get("refresh"), "stats": result.get("stats", {}), "current": current}
             except (OSError, ValueError, KeyError, AttributeError) as err:
                 reason = f"unreadable result: {err}"
         else:
@@ -204,7 +204,7 @@ class AnceRefresher(TrainerCallback):
     def swap(self, decision: dict[str, Any], step: int) -> None:
         new, current = decision["negatives"], decision["current"]
         start = time.perf_counter()
-        old = self.store.swap(new, version=self.store.version + 1)
+        old = self.store.swap(new, version=self.store.version + 1, scores=decision.get("teacher_scores"))
         swap_s = time.perf_counter() - start
         self.swaps += 1
         self.swap_steps.append(step)

@@ -142,6 +142,7 @@ class AnceOptions:
     refresh_sampler: str = option("top", help="sampler of the re-mined negatives")
     refresh_teacher: str | None = option(None, help="denoise refreshed negatives with this teacher "
                                                     "(cross-encoder, bi-encoder)")
+    refresh_teacher_model: str | None = option(None, help="the refresh teacher's model (default: the teacher's)")
     refresh_perc_pos: float | None = option(None, help="TopK-PercPos filter of the refresh, e.g. 0.95")
     refresh_min_positive_score: float | None = option(None, help="skip the relative filter when the teacher scores "
                                                                  "the positive below this")

@@ -23,6 +23,7 @@ from densekit.errors import DataError
 class TrainingRows:
     records: list[TrainingRecord]
     relevant: dict[str, set[str]]  # query id -> every judged relevant document id
+    store: NegativeStore | None = None  # ANCE: the negatives (and teacher scores) now trained on
 
     def __len__(self) -> int:
         return len(self.records)
@@ -34,6 +35,9 @@ class TrainingRows:
         return self.records[row].positive_id or ""
 
     def negative_ids(self, row: int) -> list[str]:
+        """The row's negatives as training now sees them: the refreshed ones under ANCE, else the mined ones."""
+        if self.store is not None and self.store.get(self.query_id(row)):
+            return self.store.get(self.query_id(row))
         return self.records[row].negative_ids
 
     def relevant_to(self, row: int) -> set[str]:
@@ -43,6 +47,12 @@ class TrainingRows:
     def teacher_scores(self, row: int, negatives: int) -> list[float]:
         """The teacher's scores of a row's positive and of its first ``negatives`` negatives (cycled as the
         training columns cycle them); a record without them is a DataError naming it."""
+        if self.store is not None and self.store.version > 0 and self.store.get(self.query_id(row)):
+            refreshed = self.store.teacher_scores(self.query_id(row), self.positive_id(row), negatives)
+            if refreshed is None:
+                raise DataError("the refreshed negatives have no teacher scores: distillation under --mode ance "
+                                "needs --refresh-teacher", field="negatives")
+            return refreshed
         record = self.records[row]
         positive = record.audit.get("positive_teacher_score")
         scores = [n.teacher_score for n in record.negatives]
@@ -54,7 +64,7 @@ class TrainingRows:
 
     def head(self, n: int | None) -> TrainingRows:
         """The first ``n`` rows (all when ``n`` is falsy); the qrels are kept whole."""
-        return self if not n else TrainingRows(self.records[:n], self.relevant)
+        return self if not n else TrainingRows(self.records[:n], self.relevant, self.store)
 
 
 def judged_relevant(dataset: BeirDataset) -> dict[str, set[str]]:
@@ -92,20 +102,36 @@ def rows_from_qrels(dataset: BeirDataset) -> TrainingRows:
 
 
 class NegativeStore:
-    """The current negatives per query; :meth:`swap` replaces them all at once (one reference assignment)."""
+    """The current negatives per query (and, when the refresh had a teacher, its scores of them and of the
+    query's positives); :meth:`swap` replaces them all at once (one reference assignment)."""
 
     def __init__(self, negatives: dict[str, list[str]], version: int = 0) -> None:
         self._lock = threading.Lock()
         self.negatives = negatives
+        self.scores: dict[str, dict[str, dict]] = {}
         self.version = version
 
-    def swap(self, negatives: dict[str, list[str]], version: int) -> dict[str, list[str]]:
+    def swap(self, negatives: dict[str, list[str]], version: int,
+             scores: dict[str, dict[str, dict]] | None = None) -> dict[str, list[str]]:
         with self._lock:
-            old, self.negatives, self.version = self.negatives, negatives, version
+            old, self.negatives, self.scores, self.version = self.negatives, negatives, scores or {}, version
         return old
 
     def get(self, query_id: str) -> list[str]:
         return self.negatives.get(query_id, [])
+
+    def teacher_scores(self, query_id: str, positive_id: str, negatives: int) -> list[float] | None:
+        """The teacher's scores of the query's positive and its current negatives (cycled), if the last refresh
+        had a teacher; else None."""
+        entry = self.scores.get(query_id)
+        docs = self.get(query_id)
+        if not entry or not docs or entry["positives"].get(positive_id) is None:
+            return None
+        negative_scores = [entry["negatives"].get(d) for d in docs]
+        if any(s is None for s in negative_scores):
+            return None
+        return [float(entry["positives"][positive_id])] + [float(negative_scores[c % len(docs)])
+                                                           for c in range(negatives)]
 
 
 @dataclass

@@ -15,6 +15,7 @@ class attribute        meaning
 ``needs_full_batches``  the trainer drops a short last batch (WhitenedCSE cannot whiten a tiny one)
 ``needs_rows``         it looks rows up by the ``label`` column (the row index): the mode must give ``rows``
 ``uses_weights``       it can weigh each row's hard negatives (``densekit train --negative-weights``)
+``needs_teacher_scores`` it distils the teacher scores of the mined records (and of refreshed negatives)
 ``gathers``            under ``torchrun`` it scores local anchors against every device's candidates
 =====================  =================================================================================
 
@@ -44,7 +45,6 @@ class LossContext:
     """What a mode hands a loss besides its options."""
 
     rows: Any = None  # densekit.training.rows.TrainingRows, for losses with needs_rows
-    static_negatives: bool = True  # False under ANCE: the rows' negative ids are not the ones trained on
     negative_weights: Tensor | None = None  # rows x hard negatives, for losses with uses_weights
     gather_across_devices: bool = True
 
@@ -63,6 +63,7 @@ class DensekitLoss(nn.Module):
     needs_full_batches: bool = False
     needs_rows: bool = False
     uses_weights: bool = False
+    needs_teacher_scores: bool = False
     gathers: bool = False
 
     def __init__(self, model: nn.Module, context: LossContext | None = None) -> None:

@@ -71,6 +71,7 @@ class TeacherTable:
 @register_loss("listwise")
 class ListwiseDistillationLoss(DensekitLoss):
     needs_rows = True
+    needs_teacher_scores = True
     gathers = True
 
     def __init__(self, model, student_temperature: float = 0.05, teacher_temperature: float = 0.3,
@@ -139,10 +140,10 @@ class ListwiseDistillationLoss(DensekitLoss):
 
     def candidate_ids(self, row: int, columns: int) -> list[str | None]:
         """The document ids of a row's training columns: its positive, then its negatives as the columns cycle
-        them (None for a negative without an id)."""
+        them (None when the negatives have no ids)."""
         rows = self.context.rows
-        negs = rows.records[row].negatives
-        return [rows.positive_id(row)] + [negs[c % len(negs)].doc_id if negs else None for c in range(columns - 1)]
+        negs = rows.negative_ids(row)  # under ANCE: the refreshed ones
+        return [rows.positive_id(row)] + [negs[c % len(negs)] if negs else None for c in range(columns - 1)]
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"student_temperature": self.student_temperature, "teacher_temperature": self.teacher_temperature,

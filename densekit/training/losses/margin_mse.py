@@ -36,6 +36,7 @@ from densekit.training.losses.base import DensekitLoss, LossContext
 class MarginMSELoss(DensekitLoss):
     min_columns = 3
     needs_rows = True
+    needs_teacher_scores = True
 
     def __init__(self, model, scale: float = 1.0, *, context: LossContext | None = None) -> None:
         super().__init__(model, context)

@@ -25,21 +25,16 @@ from densekit.training.losses import register_loss
 from densekit.training.losses.base import DensekitLoss, LossContext, cosine_scores
 
 
-def relevance_mask(labels: Tensor, rows, num_negative_columns: int, static_negatives: bool = True,
-                   candidate_labels: Tensor | None = None) -> Tensor:
+def relevance_mask(labels: Tensor, rows, num_negative_columns: int, candidate_labels: Tensor | None = None) -> Tensor:
     """True where candidate j is relevant to (or the positive of) anchor i. Anchors are the rows ``labels``;
     candidates the positives of the rows ``candidate_labels`` (default: the same), then each hard-negative
-    column of those rows.
-
-    With ``static_negatives=False`` (ANCE swaps the negatives outside the rows) the hard-negative columns
-    have no known ids and are only checked for copies of the positive by the caller.
-    """
+    column of those rows (the negatives training sees now: under ANCE, the refreshed ones)."""
     anchors = [int(r) for r in labels.tolist()]
     others = anchors if candidate_labels is None else [int(r) for r in candidate_labels.tolist()]
     ids = [rows.positive_id(r) for r in others]
     for col in range(num_negative_columns):
         for r in others:
-            negs = rows.negative_ids(r) if static_negatives else []
+            negs = rows.negative_ids(r)
             ids.append(negs[col % len(negs)] if negs else f"\0unknown-{r}-{col}")
     relevant = [rows.relevant_to(r) for r in anchors]
     return torch.tensor([[doc in rel for doc in ids] for rel in relevant], dtype=torch.bool)
@@ -69,8 +64,7 @@ class StarLoss(DensekitLoss):
         invalid = cosine_scores(positives, candidates).detach() >= 1 - 1e-6
         rows = self.context.rows
         if rows is not None and labels is not None:
-            invalid |= relevance_mask(labels, rows, len(embeddings) - 2, self.context.static_negatives,
-                                      self.gather_labels(labels)).to(scores.device)
+            invalid |= relevance_mask(labels, rows, len(embeddings) - 2, self.gather_labels(labels)).to(scores.device)
         invalid[own, offset + own] = True
         valid = ~invalid
         pair_losses = F.softplus(self.scale * (scores - positive_scores))

@@ -12,6 +12,7 @@ from densekit.errors import ConfigError
 from densekit.mining.denoise import DenoiseConfig
 from densekit.mining.refresh import RefreshJob
 from densekit.training.ance import AnceRefresher, StepTimer
+from densekit.training.losses import LOSSES
 from densekit.training.modes import ModeSetup, TrainingMode, TrainInputs, register_mode
 from densekit.training.modes._common import load_records, loss_context, negatives_count, training_loss
 from densekit.training.rows import DynamicNegativesCollator, NegativeStore, rows_from_records
@@ -19,7 +20,8 @@ from densekit.training.rows import DynamicNegativesCollator, NegativeStore, rows
 
 def refresh_job(inputs: TrainInputs, num_negatives: int) -> RefreshJob:
     config, ance = inputs.config, inputs.config.ance
-    denoise = DenoiseConfig(teacher=ance.refresh_teacher, perc_pos=ance.refresh_perc_pos,
+    denoise = DenoiseConfig(teacher=ance.refresh_teacher, teacher_model=ance.refresh_teacher_model,
+                            perc_pos=ance.refresh_perc_pos,
                             min_positive_score=ance.refresh_min_positive_score)
     denoise.validate()
     max_len = config.data.corpus_max_seq_length or inputs.model.max_seq_length
@@ -47,7 +49,11 @@ class AnceMode(TrainingMode):
             if record.negative_ids:
                 initial.setdefault(record.query_id, record.negative_ids)
         store = NegativeStore(initial)
-        loss = training_loss(inputs, self.loss_name(config), loss_context(inputs, rows=rows, static_negatives=False))
+        rows.store = store  # losses look up the negatives (and teacher scores) training sees now
+        if LOSSES.get(self.loss_name(config)).needs_teacher_scores and not config.ance.refresh_teacher:
+            raise ConfigError(f"--loss {self.loss_name(config)} distils teacher scores: the refreshed negatives "
+                              "need them too (--refresh-teacher)")
+        loss = training_loss(inputs, self.loss_name(config), loss_context(inputs, rows=rows))
         output = Path(config.model.output)
         state_dir = output.parent / f"{output.name}.ance"
         refresher = AnceRefresher(store, state_dir, refresh_job(inputs, n), config.ance.refresh_steps,
