@@ -75,6 +75,20 @@ def test_gathered_step_equals_the_full_batch_step(name, tiny_float_model, step_d
         assert abs(local - loss) > 1e-3  # without gathering: fewer negatives per query, another loss
 
 
+def compare_with_one_process(common: list[str], two_flags: list[str], tmp_path: Path):
+    """Train with ``torchrun`` (2 processes) and alone (batch 8); the records and loss curves of both."""
+    torchrun("-m", "densekit.cli", "train", *common, *two_flags, "--output", str(tmp_path / "two"))
+    single = subprocess.run([sys.executable, "-m", "densekit.cli", "train", *common, "--batch-size", "8", "--output",
+                             str(tmp_path / "one")], env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    two, two_curve = read(tmp_path / "two")
+    _, one_curve = read(tmp_path / "one")
+    assert two["world_size"] == 2 and two["per_device_batch_size"] == 4 and two["global_step"] == 4
+    assert [s for s, _ in two_curve] == [s for s, _ in one_curve] == [1, 2, 3, 4]
+    assert np.allclose([v for _, v in two_curve], [v for _, v in one_curve], atol=1e-4)
+
+
 def read(folder: Path) -> tuple[dict, list[tuple[int, float]]]:
     info = json.loads((folder / "densekit_train.json").read_text())
     history = json.loads((folder / "log_history.json").read_text())
@@ -102,16 +116,7 @@ def training_rows(tmp_path_factory) -> Path:
 def test_two_process_train_follows_the_one_process_run(extra, nodrop_model, training_rows, tmp_path):
     common = ["--model", nodrop_model, "--data", str(training_rows), "--max-steps", "4", "--logging-steps", "1",
               "--save-steps", "2", "--learning-rate", "1e-3", *extra]
-    torchrun("-m", "densekit.cli", "train", *common, "--batch-size", "4", "--output", str(tmp_path / "two"))
-    single = subprocess.run([sys.executable, "-m", "densekit.cli", "train", *common, "--batch-size", "8", "--output",
-                             str(tmp_path / "one")], env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
-    assert single.returncode == 0, single.stderr[-3000:]
-    two, two_curve = read(tmp_path / "two")
-    one, one_curve = read(tmp_path / "one")
-    assert two["world_size"] == 2 and two["per_device_batch_size"] == 4 and two["global_step"] == 4
-    assert [s for s, _ in two_curve] == [s for s, _ in one_curve] == [1, 2, 3, 4]
-    assert np.allclose([v for _, v in two_curve], [v for _, v in one_curve], atol=1e-4)
+    compare_with_one_process(common, ["--batch-size", "4"], tmp_path)
     # one model folder, written once; the checkpoints were removed by rank 0 after it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
 
@@ -145,15 +150,7 @@ def test_cluster_sampler_deals_one_global_batch_per_step(monkeypatch):
 def test_cluster_batches_with_two_processes_follow_one_process(nodrop_model, training_rows, tmp_path):
     common = ["--model", nodrop_model, "--data", str(training_rows), "--max-steps", "4", "--logging-steps", "1",
               "--save-steps", "100", "--learning-rate", "1e-3", "--cluster-batches", "auto"]
-    torchrun("-m", "densekit.cli", "train", *common, "--global-batch-size", "8", "--output", str(tmp_path / "two"))
-    single = subprocess.run([sys.executable, "-m", "densekit.cli", "train", *common, "--batch-size", "8", "--output",
-                             str(tmp_path / "one")], env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
-    assert single.returncode == 0, single.stderr[-3000:]
-    two, two_curve = read(tmp_path / "two")
-    _, one_curve = read(tmp_path / "one")
-    assert two["world_size"] == 2 and two["per_device_batch_size"] == 4 and two["global_step"] == 4
-    assert np.allclose([v for _, v in two_curve], [v for _, v in one_curve], atol=1e-4)
+    compare_with_one_process(common, ["--global-batch-size", "8"], tmp_path)
 
 
 def test_ance_swaps_on_both_ranks_at_the_same_step(scifact_dir, tiny_model_dir, tmp_path):
