@@ -27,18 +27,17 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from densekit.data.beir import BeirDataset, doc_text
 from densekit.data.records import Negative, TrainingRecord
 from densekit.errors import ConfigError, DataError
 from densekit.io import atomic_write_json
-from densekit.mining.denoise import DenoiseConfig, drop_reasons, soft_weights
-from densekit.mining.near_duplicates import DEFAULT_THRESHOLD, NearDuplicateFilter
+from densekit.mining.denoise import DenoiseConfig
+from densekit.mining.near_duplicates import DEFAULT_THRESHOLD, NearDuplicateFilter, near_duplicate_drop
 from densekit.mining.registry import RETRIEVERS, SAMPLERS
+from densekit.mining.rescoring import denoise_pools, pool_item, refill_short_pools, rounded
 from densekit.mining.samplers.window import Candidate, SampleContext
-from densekit.mining.teachers import score_pairs_cached
 from densekit.models import texts_fingerprint
 from densekit.options import option
 
@@ -153,10 +152,6 @@ def retrieve_candidates(name: str, options: dict, queries: dict[str, str], corpu
     return cands, doc_clusters, query_clusters
 
 
-def _rounded(score: float | None) -> float | None:
-    return None if score is None else round(float(score), 6)
-
-
 def select_negatives(ranked: list[tuple[str, float]], positives: set[str], positive_texts: set[str],
                      corpus: dict, sampler, n: int, window: tuple[int, int], rng: random.Random,
                      source: str, context: SampleContext | None = None,
@@ -177,17 +172,12 @@ def select_negatives(ranked: list[tuple[str, float]], positives: set[str], posit
         candidates = kept
     picked = sampler(candidates, n, window, rng, context=context)
     # a random draw may hit a copy of the positive
-    picked = [Candidate(c.doc_id, _rounded(c.score), c.rank, c.source or source) for c in picked
+    picked = [Candidate(c.doc_id, rounded(c.score), c.rank, c.source or source) for c in picked
               if doc_text(corpus[c.doc_id]) not in positive_texts]
     if near_duplicates is not None:  # nor a near-copy (random draws come from outside the ranked list)
         picked = [c for c in picked if c.source != "random"
                   or near_duplicates.near_duplicate_of(doc_text(corpus[c.doc_id]), positive_texts) is None]
     return picked, dropped
-
-
-def near_duplicate_drop(cand: Candidate, similar: float) -> dict:
-    return {"doc_id": cand.doc_id, "source": cand.source, "rank": cand.rank, "overlap": similar,
-            "reason": "near_duplicate"}
 
 
 def check_inputs(dataset: BeirDataset) -> tuple[dict[str, str], dict[str, set[str]]]:
@@ -260,10 +250,11 @@ def mine(dataset: BeirDataset, config: MineConfig) -> list[TrainingRecord]:
 
     extras: dict[str, dict] = {qid: {} for qid in queries}
     if denoise.enabled:
-        pools, extras = denoise_pools(queries, positives, corpus, pools, config)
+        pools, extras = denoise_pools(queries, positives, corpus, pools, denoise, config.num_negatives,
+                                      config.cache_dir)
         if denoise.refill:
-            refill_short_pools(queries, positives, pos_texts, corpus, ranked, doc_clusters, pools, extras, config,
-                               near_duplicates, near_dropped)
+            refill_short_pools(queries, positives, pos_texts, corpus, ranked, doc_clusters, pools, extras, denoise,
+                               config.num_negatives, config.window, config.cache_dir, near_duplicates, near_dropped)
     for qid, drops in near_dropped.items():
         if drops:
             extras[qid]["dropped"] = list(drops.values()) + extras[qid].get("dropped", [])
@@ -289,139 +280,3 @@ def mine(dataset: BeirDataset, config: MineConfig) -> list[TrainingRecord]:
                                           negatives=[replace(n) for n in negatives], query_id=qid,
                                           positive_id=pid, audit=audit))
     return records
-
-
-def pool_item(candidate: Candidate, corpus: dict, doc_clusters: dict[str, int]) -> Negative:
-    """A candidate as it enters a query's pool: with its text and, from the ivf-local retriever, its cluster."""
-    return Negative(text=doc_text(corpus[candidate.doc_id]), doc_id=candidate.doc_id, source=candidate.source,
-                    rank=candidate.rank, score=candidate.score, cluster=doc_clusters.get(candidate.doc_id))
-
-
-def next_window_candidates(qid: str, ranked: dict[str, dict], positives: set[str], positive_texts: set[str],
-                           corpus: dict, window: tuple[int, int], seen: set[str], n: int,
-                           doc_clusters: dict[str, int], near_duplicates: NearDuplicateFilter | None = None,
-                           near_dropped: dict[str, dict] | None = None) -> list[Negative]:
-    """Up to ``n`` unseen candidates of the query's window, best rank first, the retrievers interleaved."""
-    lists = [[Candidate(doc, _rounded(score), rank, name)
-              for rank, (doc, score) in enumerate(cands.get(qid, []), start=1)
-              if window[0] <= rank <= window[1] and doc not in positives]
-             for name, cands in ranked.items()]
-    out: list[Negative] = []
-    for group in zip_longest(*lists):
-        for cand in group:
-            if cand is None or cand.doc_id in seen or doc_text(corpus[cand.doc_id]) in positive_texts:
-                continue
-            seen.add(cand.doc_id)
-            if near_duplicates is not None:
-                similar = near_duplicates.near_duplicate_of(doc_text(corpus[cand.doc_id]), positive_texts)
-                if similar is not None:
-                    if near_dropped is not None:
-                        near_dropped.setdefault(cand.doc_id, near_duplicate_drop(cand, similar))
-                    continue
-            out.append(pool_item(cand, corpus, doc_clusters))
-            if len(out) == n:
-                return out
-    return out
-
-
-def refill_short_pools(queries: dict[str, str], positives: dict[str, set[str]], pos_texts: dict[str, set[str]],
-                       corpus: dict, ranked: dict[str, dict], doc_clusters: dict[str, int],
-                       pools: dict[str, list[Negative]], extras: dict[str, dict], config: MineConfig,
-                       near_duplicates: NearDuplicateFilter | None = None,
-                       near_dropped: dict[str, dict[str, dict]] | None = None) -> None:
-    """Top up, in place, the pools that denoising left with fewer than ``num_negatives``."""
-    chunk = config.num_negatives * config.denoise.oversample
-    seen = {qid: {n.doc_id for n in pools[qid]} | {d["doc_id"] for d in extras[qid].get("dropped", [])}
-            for qid in queries}
-    rounds = 0
-    teacher = config.denoise.build_teacher()
-    while True:
-        short = [qid for qid in queries if len(pools[qid]) < config.num_negatives
-                 and extras[qid].get("teacher_ranks_positive_first") is not False]
-        fresh = {qid: next_window_candidates(qid, ranked, positives[qid], pos_texts[qid], corpus, config.window,
-                                             seen[qid], chunk, doc_clusters, near_duplicates,
-                                             near_dropped[qid] if near_dropped is not None else None)
-                 for qid in short}
-        fresh = {qid: cands for qid, cands in fresh.items() if cands}
-        if not fresh:
-            break
-        rounds += 1
-        subset = {qid: queries[qid] for qid in fresh}
-        kept, new_extras = denoise_pools(subset, {q: positives[q] for q in fresh}, corpus, fresh, config,
-                                         teacher=teacher, log=False)
-        for qid in fresh:
-            pools[qid] = pools[qid] + kept[qid]
-            extras[qid]["refilled"] = extras[qid].get("refilled", 0) + len(fresh[qid])
-            if new_extras[qid].get("dropped"):
-                extras[qid]["dropped"] = extras[qid].get("dropped", []) + new_extras[qid]["dropped"]
-    still = sum(1 for qid in queries if len(pools[qid]) < config.num_negatives)
-    if rounds or still:
-        logger.warning("refilled short queries from their windows in %d round(s); %d still have fewer than %d "
-                       "negatives (window exhausted: widen --window)", rounds, still, config.num_negatives)
-
-
-def denoise_pools(queries: dict[str, str], positives: dict[str, set[str]], corpus: dict,
-                  pools: dict[str, list[Negative]],
-                  config: MineConfig, teacher=None,
-                  log: bool = True) -> tuple[dict[str, list[Negative]], dict[str, dict]]:
-    """Rescore each query's positives and candidate pool with the teacher and drop likely false negatives."""
-    cfg = config.denoise
-    teacher = teacher or cfg.build_teacher()
-    pairs: list[tuple[str, str]] = []
-    for qid, query in queries.items():
-        pairs += [(query, doc_text(corpus[p])) for p in sorted(positives[qid])]
-        pairs += [(query, neg.text) for neg in pools[qid]]
-    scores = score_pairs_cached(teacher, pairs, config.cache_dir)
-    kept_pools: dict[str, list[Negative]] = {}
-    extras: dict[str, dict] = {}
-    at = 0
-    n_dropped = n_untrusted = 0
-    for qid in queries:
-        n_pos, n_neg = len(positives[qid]), len(pools[qid])
-        pos_scores = scores[at:at + n_pos]
-        neg_scores = scores[at + n_pos:at + n_pos + n_neg]
-        at += n_pos + n_neg
-        pos_score = float(pos_scores.min())
-        if cfg.positive_first and n_neg and float(neg_scores.max()) >= pos_score:
-            # the teacher ranks some candidate at or above the positive: the query is not trusted at all
-            kept_pools[qid], extras[qid] = [], {"positive_teacher_score": round(pos_score, 6), "teacher": teacher.name,
-                                                "teacher_ranks_positive_first": False}
-            n_untrusted += 1
-            continue
-        disagrees = cfg.min_positive_score is not None and pos_score < cfg.min_positive_score
-        if disagrees:
-            reasons = drop_reasons(neg_scores, pos_score, max_score=cfg.max_score)
-        else:
-            reasons = drop_reasons(neg_scores, pos_score, cfg.absolute_margin, cfg.perc_pos, cfg.max_score)
-        weights = None
-        if cfg.soft_weights:  # an untrusted teacher does not down-weight anything either
-            weights = np.ones(n_neg) if disagrees else soft_weights(neg_scores, pos_score, cfg.soft_start)
-        kept, dropped = [], []
-        for i, (neg, s, reason) in enumerate(zip(pools[qid], neg_scores, reasons, strict=True)):
-            item = replace(neg, teacher_score=round(float(s), 6))
-            if reason is not None:
-                dropped.append({"doc_id": neg.doc_id, "source": neg.source, "rank": neg.rank,
-                                "teacher_score": item.teacher_score, "reason": reason})
-                continue
-            if weights is not None:
-                item.weight = round(float(weights[i]), 6)
-            kept.append(item)
-        n_dropped += len(dropped)
-        kept_pools[qid] = kept
-        extras[qid] = {"positive_teacher_score": round(pos_score, 6), "teacher": teacher.name}
-        if disagrees:
-            extras[qid]["teacher_disagrees"] = True
-        if dropped:
-            extras[qid]["dropped"] = dropped
-    if not log:
-        return kept_pools, extras
-    logger.info("denoising with %s dropped %d of %d candidates", teacher.name, n_dropped,
-                sum(len(p) for p in pools.values()))
-    if n_untrusted:
-        logger.info("%d queries left out: the teacher does not rank their positive first", n_untrusted)
-    short = sum(1 for qid in queries if len(kept_pools[qid]) < config.num_negatives)
-    if short and not cfg.refill:
-        logger.warning("%d queries have fewer than %d negatives after denoising "
-                       "(raise oversample or widen the window)",
-                       short, config.num_negatives)
-    return kept_pools, extras

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Any
 
 _TOKENS = re.compile(r"\w+")
 DEFAULT_THRESHOLD = 0.8
@@ -50,3 +51,9 @@ class NearDuplicateFilter:
         candidate = shingles(text)
         best = max((overlap(candidate, shingles(p)) for p in positive_texts), default=0.0)
         return round(best, 4) if best >= self.threshold else None
+
+
+def near_duplicate_drop(cand: Any, similar: float) -> dict:
+    """The audit entry of a candidate left out as a near-duplicate of a positive."""
+    return {"doc_id": cand.doc_id, "source": cand.source, "rank": cand.rank, "overlap": similar,
+            "reason": "near_duplicate"}
