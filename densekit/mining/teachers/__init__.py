@@ -46,6 +46,9 @@ TEACHER_BACKENDS = ("auto", "torch", "onnx")
 
 class Teacher(Protocol):
     name: str
+    # how many pairs one score() call takes: a cross-encoder's cost is per pair (small calls keep the cache
+    # filling as it goes), a bi-encoder's per distinct text (one big call encodes each text once)
+    pairs_per_call: int
 
     def fingerprint(self) -> str:
         """Changes whenever the scores would change (model, its weights' location, max length)."""
@@ -169,8 +172,8 @@ def group_by_query(pairs: Sequence[tuple[str, str]]) -> dict[str, list[int]]:
     return groups
 
 
-def score_pairs_cached(teacher: Teacher | ListTeacher, pairs: Sequence[tuple[str, str]], cache_dir: str | Path | None,
-                       chunk_size: int = 256) -> np.ndarray:
+def score_pairs_cached(teacher: Teacher | ListTeacher, pairs: Sequence[tuple[str, str]],
+                       cache_dir: str | Path | None) -> np.ndarray:
     """Teacher scores for ``pairs`` (duplicates scored once), reading and filling the on-disk cache."""
     if isinstance(teacher, ListTeacher):
         return np.asarray(teacher.score_all(list(pairs), cache_dir), dtype=np.float32)
@@ -182,6 +185,7 @@ def score_pairs_cached(teacher: Teacher | ListTeacher, pairs: Sequence[tuple[str
     todo = [k for k in unique if k not in known]
     if todo:
         logger.info("teacher %s: scoring %d pairs (%d cached)", teacher.name, len(todo), len(known))
+    chunk_size = teacher.pairs_per_call
     try:
         for start in tqdm(range(0, len(todo), chunk_size), desc=f"teacher {teacher.name}",
                           disable=len(todo) <= chunk_size):

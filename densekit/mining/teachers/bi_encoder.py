@@ -41,10 +41,14 @@ class OnnxBiEncoder:
         self.session = onnx_session(folder / "model.onnx")
         self.input_names = {i.name for i in self.session.get_inputs()}
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int = 32, desc: str = "teacher encode") -> np.ndarray:
         """L2-normalised embeddings, one row per text."""
+        from tqdm.auto import tqdm
+
         out = np.zeros((len(texts), 0), dtype=np.float32)
-        for idx, feeds in padded_batches(self.tokenizer.encode_batch(list(texts)), batch_size, self.input_names):
+        batches = padded_batches(self.tokenizer.encode_batch(list(texts)), batch_size, self.input_names)
+        for idx, feeds in tqdm(batches, desc=desc, total=-(-len(texts) // batch_size),
+                               disable=len(texts) <= 4 * batch_size):
             hidden = self.session.run(None, feeds)[0]
             if self.pooling == "cls":
                 pooled = hidden[:, 0]
@@ -68,6 +72,7 @@ class BiEncoderTeacher:
     pooling: str = "cls"  # ONNX backend only
     query_prefix: str = ""
     name: str = "bi-encoder"
+    pairs_per_call: int = 1 << 20  # one call: each distinct query and document is encoded once
     _model: Any = field(default=None, init=False, repr=False)
     _onnx_dir: Path | None = field(default=None, init=False, repr=False)
 
@@ -108,7 +113,8 @@ class BiEncoderTeacher:
         model = self._load()
         if self._onnx_dir is not None:
             return model.encode(texts, batch_size=self.batch_size)
-        return encode(model, texts, batch_size=self.batch_size, bf16=self.bf16, show_progress=False)
+        return encode(model, texts, batch_size=self.batch_size, bf16=self.bf16, show_progress=len(texts) > 256,
+                      desc="teacher encode")
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         if not pairs:

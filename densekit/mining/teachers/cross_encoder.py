@@ -60,6 +60,7 @@ class CrossEncoderTeacher:
     max_seq_length: int = 512
     batch_size: int = 16
     name: str = "cross-encoder"
+    pairs_per_call: int = 256
     _impl: Any = field(default=None, init=False, repr=False)
     _kind: str = field(default="", init=False, repr=False)
     _location: str = field(default="", init=False, repr=False)
