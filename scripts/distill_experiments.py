@@ -46,23 +46,26 @@ INFONCE_MINE = ["--retriever", "bm25", "--retriever", "dense", "--num-negatives"
 LIST_MINE = ["--retriever", "bm25", "--retriever", "dense", "--num-negatives", "7", "--window", "1", "30"]
 TRAIN = ["--epochs", "1", "--batch-size", "32", "--learning-rate", "3e-5", "--max-seq-length", "128",
          "--save-steps", "1000", "--logging-steps", "5"]
+# a list of 8 documents a query makes 9 columns of activations: GradCache (the same gradients, measured in
+# tests/test_gradcache.py) keeps one column of 32 in memory at a time (12 GB -> ~2 GB on this CPU)
+LIST = ["--gradcache", "--mini-batch-size", "32"]
 
 # row -> (mine arguments, pseudo-query strategy or None, train arguments)
 ROWS: dict[str, tuple[list[str], str | None, list[str]]] = {
     "infonce": (INFONCE_MINE, None, []),
-    "listwise-bge": ([*LIST_MINE, *TEACHERS["bge"]], None, ["--loss", "listwise"]),
-    "listwise-ce": ([*LIST_MINE, *TEACHERS["ce"]], None, ["--loss", "listwise"]),
-    "listwise-fusion": ([*LIST_MINE, *TEACHERS["fusion"]], None, ["--loss", "listwise"]),
+    "listwise-bge": ([*LIST_MINE, *TEACHERS["bge"]], None, ["--loss", "listwise", *LIST]),
+    "listwise-ce": ([*LIST_MINE, *TEACHERS["ce"]], None, ["--loss", "listwise", *LIST]),
+    "listwise-fusion": ([*LIST_MINE, *TEACHERS["fusion"]], None, ["--loss", "listwise", *LIST]),
     "listwise-fusion-nce1": ([*LIST_MINE, *TEACHERS["fusion"]], None,
                              ["--loss", "listwise", "--loss-option", "infonce_weight=1.0",
-                              "--loss-option", "contrastive_temperature=0.05"]),
+                              "--loss-option", "contrastive_temperature=0.05", *LIST]),
     "listwise-bge-nce1": ([*LIST_MINE, *TEACHERS["bge"]], None,
                           ["--loss", "listwise", "--loss-option", "infonce_weight=1.0",
-                           "--loss-option", "contrastive_temperature=0.05"]),
-    "margin-mse-fusion": ([*LIST_MINE, *TEACHERS["fusion"]], None, ["--loss", "margin-mse"]),
-    "margin-mse-bge": ([*LIST_MINE, *TEACHERS["bge"]], None, ["--loss", "margin-mse"]),
+                           "--loss-option", "contrastive_temperature=0.05", *LIST]),
+    "margin-mse-fusion": ([*LIST_MINE, *TEACHERS["fusion"]], None, ["--loss", "margin-mse", *LIST]),
+    "margin-mse-bge": ([*LIST_MINE, *TEACHERS["bge"]], None, ["--loss", "margin-mse", *LIST]),
     "listwise-fusion+titles": ([*LIST_MINE, *TEACHERS["fusion"], "--require-positive-first"], "title",
-                               ["--loss", "listwise"]),
+                               ["--loss", "listwise", *LIST]),
 }
 
 
