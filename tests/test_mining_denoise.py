@@ -117,6 +117,7 @@ def test_untrusted_teacher_neither_drops_nor_down_weights(planted, tmp_path, min
 def test_score_cache_scores_duplicates_once(tmp_path):
     class CountingTeacher:
         name = "counting"
+        pairs_per_call = 256
         calls: list[int] = []
 
         def fingerprint(self) -> str:
