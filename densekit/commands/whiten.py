@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from densekit.encoders import EncoderOptions
+from densekit.errors import ConfigError
 from densekit.options import option
 
 NAME = "whiten"
@@ -19,16 +21,18 @@ class WhitenOptions:
     model: str = option("all-MiniLM-L6-v2", help="hub name or local sentence-transformers folder")
     dim: int | None = option(None, help="keep the top-N whitened dimensions (default: all)")
     max_sentences: int | None = option(None, help="fit on the first N sentences only")
-    batch_size: int = option(128, help="encoding batch size")
 
 
-OPTIONS = (WhitenOptions,)
+OPTIONS = (WhitenOptions, EncoderOptions)
 
 
-def run(opts: WhitenOptions) -> int:
+def run(opts: WhitenOptions, encoder: EncoderOptions) -> int:
     from densekit.training.whitening import read_sentences, whiten_model
 
+    if encoder.bf16 or encoder.max_seq_length:
+        raise ConfigError("--bf16 and --max-seq-length do not apply to whiten (it fits on the model as it is saved)")
     sentences = read_sentences(opts.data, opts.max_sentences)
-    path = whiten_model(opts.model, sentences, opts.output, dim=opts.dim, batch_size=opts.batch_size)
+    path = whiten_model(opts.model, sentences, opts.output, dim=opts.dim, batch_size=encoder.batch_size,
+                        backend=encoder.backend, cache_dir=encoder.cache)
     print(f"whitened model ({len(sentences)} fit sentences) written to {path}")
     return 0

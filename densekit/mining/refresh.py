@@ -58,6 +58,7 @@ class RefreshJob:
     batch_size: int = 64
     threads: int = 1
     cache_dir: str | None = None
+    backend: str = "auto"  # the corpus encoder's engine (densekit.encoders)
     window: tuple[int, int] = (10, 50)
     sampler: str = "top"
     sampler_options: dict[str, Any] = field(default_factory=dict)
@@ -102,9 +103,10 @@ class RefreshJob:
 def run_refresh(job: RefreshJob) -> dict[str, Any]:
     from densekit.data.beir import doc_text, load_beir
     from densekit.embeddings import encode_cached, save_npy
+    from densekit.encoders import load_encoder
     from densekit.io import atomic_write_json
     from densekit.mining.miner import mine
-    from densekit.models import encode, load_model
+    from densekit.models import encode
 
     start = time.perf_counter()
     state = Path(job.state_dir)
@@ -116,10 +118,10 @@ def run_refresh(job: RefreshJob) -> dict[str, Any]:
         if embeddings.shape[0] != len(texts):
             raise ConfigError(f"{emb_path} holds {embeddings.shape[0]} rows for a corpus of {len(texts)}")
     else:
-        base = load_model(job.base_model, max_seq_length=job.max_seq_length)
+        base = load_encoder(job.base_model, job.max_seq_length, job.backend, job.cache_dir)
         embeddings = encode_cached(base, texts, job.cache_dir, batch_size=job.batch_size, desc="encode corpus")
         del base
-    model = load_model(job.checkpoint, max_seq_length=job.max_seq_length)
+    model = load_encoder(job.checkpoint, job.max_seq_length, job.backend, job.cache_dir)
     rows = refresh_slice(len(texts), job.fraction, job.refresh)
     embeddings[rows] = encode(model, [texts[i] for i in rows], batch_size=job.batch_size, desc="re-encode corpus")
     save_npy(emb_path, embeddings)

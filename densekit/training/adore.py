@@ -25,22 +25,23 @@ from densekit.retrieval.index import DenseIndex
 from densekit.training.losses.base import DensekitLoss, LossContext, distributed_world
 
 
-def fixed_index(model_name: str, dataset, max_seq_length: int | None, cache_dir: str | None
-                ) -> tuple[DenseIndex, np.ndarray]:
+def fixed_index(model_name: str, dataset, max_seq_length: int | None, cache_dir: str | None,
+                backend: str = "auto") -> tuple[DenseIndex, np.ndarray]:
     """The corpus encoded once by a frozen copy of ``model_name``, as a flat index, and its embeddings.
 
     Under ``torchrun`` rank 0 encodes and broadcasts the vectors: the corpus is encoded once, not once per rank.
     """
     from densekit.data.beir import doc_text
     from densekit.embeddings import encode_cached
-    from densekit.models import describe_model, load_model
+    from densekit.encoders import load_encoder
+    from densekit.models import describe_model
 
     rank, world = distributed_world()
     doc_ids = list(dataset.corpus)
     doc_emb = None
     seq_len = max_seq_length
     if rank == 0:
-        doc_model = load_model(model_name, max_seq_length=max_seq_length)
+        doc_model = load_encoder(model_name, max_seq_length, backend, cache_dir)
         seq_len = doc_model.max_seq_length
         doc_emb = encode_cached(doc_model, [doc_text(dataset.corpus[d]) for d in doc_ids], cache_dir,
                                 desc="encode corpus (fixed)")

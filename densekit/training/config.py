@@ -56,8 +56,14 @@ class DataOptions:
     corpus_max_seq_length: int | None = option(None, aliases=("--refresh-max-seq-length",),
                                                help="document length when encoding the corpus (ance, adore; "
                                                     "default: the model's)")
+    corpus_backend: str = option("auto", help="engine that encodes the corpus (ance, adore): auto (the fastest "
+                                              "exact one here, measured once), torch, onnx or onnx-int8")
 
     def __post_init__(self) -> None:
+        from densekit.encoders import BACKENDS
+
+        if self.corpus_backend not in BACKENDS:
+            raise ConfigError(f"--corpus-backend must be one of {', '.join(BACKENDS)}, got '{self.corpus_backend}'")
         if self.data_format not in DATA_FORMATS:
             raise ConfigError(f"--data-format must be one of {', '.join(DATA_FORMATS)}, got '{self.data_format}'")
         if self.num_negatives is not None and self.num_negatives < 0:

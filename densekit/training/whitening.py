@@ -79,18 +79,25 @@ def whitening_input(model, sentences: list[str], batch_size: int = 128, show_pro
                     ) -> np.ndarray:
     """The embeddings the whitening is fitted on: the model's own output."""
     emb = model.encode(sentences, batch_size=batch_size, show_progress_bar=show_progress,
-                       convert_to_numpy=True)
+                       convert_to_numpy=True, normalize_embeddings=False)
     return np.asarray(emb, dtype=np.float32)
 
 
 def whiten_model(model_path: str, sentences: list[str], output: str | os.PathLike, dim: int | None = None,
-                 batch_size: int = 128, device: str | None = None) -> Path:
-    """Fit whitening on ``sentences`` with the model at ``model_path`` and write the whitened model folder."""
+                 batch_size: int = 128, device: str | None = None, backend: str = "torch",
+                 cache_dir: str | None = None) -> Path:
+    """Fit whitening on ``sentences`` with the model at ``model_path`` and write the whitened model folder.
+
+    ``backend`` is the engine that encodes the fit sentences (:mod:`densekit.encoders`; ``auto`` measures);
+    the written folder is always the sentence-transformers model plus the whitening module."""
+    from densekit.encoders import load_encoder
     from densekit.io import atomic_dir, atomic_write_json
     from densekit.models import load_model
 
     model = load_model(model_path, device=device)
-    emb = whitening_input(model, sentences, batch_size=batch_size)
+    encoder = model if backend == "torch" else load_encoder(model_path, backend=backend, cache_dir=cache_dir)
+    emb = whitening_input(encoder, sentences, batch_size=batch_size)
+    del encoder
     mean, matrix = fit_whitening(emb, dim)
     add_whitening(model, mean, matrix)
     output = Path(output)

@@ -23,7 +23,7 @@ from densekit.retrieval.index import DenseIndex
 def embed_queries_and_corpus(model_name: str, queries: dict[str, str], corpus: dict[str, dict[str, str]],
                              batch_size: int, bf16: bool, cache_dir: str | None,
                              max_seq_length: int | None = None,
-                             backend: str = "torch") -> tuple[np.ndarray, np.ndarray]:
+                             backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     model = load_encoder(model_name, max_seq_length, backend, cache_dir, bf16)
     doc_emb = encode_cached(model, [doc_text(corpus[d]) for d in corpus], cache_dir,
                             batch_size=batch_size, bf16=bf16, desc="encode corpus")
@@ -40,7 +40,7 @@ class DenseRetriever:
     cache_dir: str | None = str(default_cache_dir())
     index_type: str = "flat"
     max_seq_length: int | None = None
-    backend: str = "torch"  # torch | onnx | onnx-int8 (densekit.onnx_encoder)
+    backend: str = "auto"  # auto | torch | onnx | onnx-int8 (densekit.encoders)
     # precomputed corpus embeddings (.npy, rows in corpus order, unit norm), memory-mapped instead of encoding
     corpus_embeddings: str | None = None
     name: str = "dense"

@@ -53,7 +53,7 @@ class IvfLocalRetriever:
     bf16: bool = False
     cache_dir: str | None = str(default_cache_dir())
     max_seq_length: int | None = None
-    backend: str = "torch"
+    backend: str = "auto"
     n_clusters: int | None = None  # default sqrt(corpus size)
     neighbours: int = 1
     niter: int = 20

@@ -42,7 +42,7 @@ class AdoreMode(TrainingMode):
             rows = TrainingRows([r for r in rows.records if r.query_id not in inputs.held_out], rows.relevant)
         rows = rows.head(config.data.max_train_examples)
         index, doc_emb = fixed_index(config.model.model, inputs.beir, config.data.corpus_max_seq_length,
-                                     config.data.cache_dir)
+                                     config.data.cache_dir, config.data.corpus_backend)
         loss = AdoreLoss(inputs.model, index, doc_emb, depth=config.adore.adore_depth,
                          context=loss_context(inputs, rows=rows), **config.loss.loss_options)
         output = Path(config.model.output)

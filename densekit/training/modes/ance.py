@@ -28,6 +28,7 @@ def refresh_job(inputs: TrainInputs, num_negatives: int) -> RefreshJob:
     return RefreshJob(data=str(inputs.beir.path), split=config.data.split, state_dir="", base_model=config.model.model,
                       num_negatives=ance.refresh_negatives or num_negatives, fraction=ance.refresh_fraction,
                       max_seq_length=max_len, threads=ance.refresh_threads, cache_dir=config.data.cache_dir,
+                      backend=config.data.corpus_backend,
                       window=ance.refresh_window, sampler=ance.refresh_sampler, seed=config.trainer.seed,
                       denoise=denoise)
 
