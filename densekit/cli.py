@@ -1,4 +1,4 @@
-"""The ``densekit`` command: ``mine | train | index | search | serve | eval | whiten``.
+"""The ``densekit`` command: ``mine | train | encode | index | search | serve | eval | whiten``.
 
 Each subcommand is a module in ``densekit/commands/`` with ``NAME``, ``HELP``, ``OPTIONS`` (the option
 dataclasses it takes, see :mod:`densekit.options`) and ``run(*options)``: a thin driver. Every option can also

@@ -57,15 +57,17 @@ class EncoderOptions:
         """The cache folder, or None when caching is off."""
         return None if str(self.cache_dir).lower() == "none" else self.cache_dir
 
-    def load(self, model: str, max_seq_length: int | None = None):
+    def load(self, model: str, max_seq_length: int | None = None, device: str | None = None):
         """The encoder for ``model`` (``max_seq_length`` is the fallback when the options set none)."""
-        return load_encoder(model, self.max_seq_length or max_seq_length, self.backend, self.cache, self.bf16)
+        return load_encoder(model, self.max_seq_length or max_seq_length, self.backend, self.cache, self.bf16,
+                            device)
 
 
 def load_encoder(name_or_path: str, max_seq_length: int | None = None, backend: str = "auto",
-                 cache_dir: str | None = None, bf16: bool = False):
-    """A sentence-transformers model (``torch``) or an :class:`~densekit.onnx_encoder.OnnxEncoder` around it;
-    ``auto`` measures which (once per machine and model shape, see :mod:`densekit.calibration`)."""
+                 cache_dir: str | None = None, bf16: bool = False, device: str | None = None):
+    """A sentence-transformers model (``torch``, on ``device``: default the first GPU, else the CPU) or an
+    :class:`~densekit.onnx_encoder.OnnxEncoder` around it (CPU); ``auto`` measures which (once per machine and
+    model shape, see :mod:`densekit.calibration`)."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown encoder backend '{backend}'; choose from: {', '.join(BACKENDS)}")
     if backend == "auto" and bf16:
@@ -73,11 +75,11 @@ def load_encoder(name_or_path: str, max_seq_length: int | None = None, backend: 
     if backend != "torch" and bf16:
         raise ConfigError(f"bf16 applies to the torch backend only, not to '{backend}'")
     if backend == "torch":
-        return load_model(name_or_path, max_seq_length=max_seq_length)
+        return load_model(name_or_path, device=device, max_seq_length=max_seq_length)
     if backend == "auto":
         from densekit.calibration import choose_backend
 
-        model = load_model(name_or_path, max_seq_length=max_seq_length)
+        model = load_model(name_or_path, device=device, max_seq_length=max_seq_length)
         choice = choose_backend(model, cache_dir)
         if choice.backend == "torch":
             return model.half() if choice.fp16 else model

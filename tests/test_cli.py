@@ -44,12 +44,12 @@ def test_yaml_values_and_flag_override(tmp_path):
                                    "train": {"epochs": 3}}))
     assert load_config(str(cfg), "mine")["window"] == [5, 9]
     module = commands()["mine"]
-    files, mine, denoise, encoder = resolve(module, argparse.Namespace(command="mine", config=str(cfg),
-                                                                       log_level="INFO", num_negatives=7))
+    files, mine, denoise, encoder, scale = resolve(module, argparse.Namespace(command="mine", config=str(cfg),
+                                                                              log_level="INFO", num_negatives=7))
     assert (files.data, files.output) == ("d", "o")
     assert mine.window == (5, 9) and mine.num_negatives == 7  # the flag wins over the file
     assert mine.retriever_options == {"bm25": {"k1": 1.2}} and denoise.refill is False
-    assert encoder.batch_size == 64
+    assert encoder.batch_size == 64 and scale.memory_budget == "1GB"
     cfg.write_text("num_negatives: lots\n")
     with pytest.raises(ConfigError, match="'--num-negatives' expects int"):
         resolve(module, argparse.Namespace(command="mine", config=str(cfg), log_level="INFO"))

@@ -123,6 +123,7 @@ def test_ance_worker_picks_up_the_new_checkpoint(small_scifact, tiny_model_dir, 
     from densekit.data.beir import doc_text, load_beir
     from densekit.mining.refresh import refresh_slice
     from densekit.models import encode, load_model
+    from densekit.vectors import EmbeddingStore
 
     beir, mined = small_scifact
     out = tmp_path / "ance"
@@ -139,7 +140,7 @@ def test_ance_worker_picks_up_the_new_checkpoint(small_scifact, tiny_model_dir, 
     assert info["ance"]["swaps"] == len(swaps) >= 1 and info["ance"]["negatives_version"] == len(swaps)
     dataset = load_beir(beir, "train")
     texts = [doc_text(d) for d in dataset.corpus.values()]
-    stored = np.load(state / "doc_embeddings.npy")
+    stored = EmbeddingStore.open(state / "embeddings", count=len(texts)).read_all()  # the refresh worker's store
     # each finished refresh r holds its slice as encoded by the checkpoint it was launched from; refresh 0's
     # slice is never touched by refresh 1 (fraction 0.5: the two halves)
     for swap in swaps:

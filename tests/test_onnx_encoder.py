@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 
 from densekit.data.beir import doc_text, load_beir
-from densekit.embeddings import encode_cached
 from densekit.encoders import load_encoder
 from densekit.errors import ConfigError
 from densekit.mining.miner import MineConfig
 from densekit.models import encode, load_model
 from densekit.onnx_encoder import OnnxEncoder
+from densekit.vectors import encode_cached
 from tests.helpers import mine_json, scifact_subset
 
 SENTENCES = ["Folate deficiency raises homocysteine.", "A short one.",

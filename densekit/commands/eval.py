@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from densekit.encoders import EncoderOptions
 from densekit.errors import ConfigError
 from densekit.options import option
+from densekit.vectors.options import ScaleOptions
 
 NAME = "eval"
 HELP = ("nDCG@10, MRR@10, Recall@100, MAP (+ ROC AUC) on a BEIR split, STS, MTEB tasks, "
@@ -57,10 +58,10 @@ class EvalOptions:
             raise ConfigError("--index needs --data (the BEIR split to evaluate)")
 
 
-OPTIONS = (EvalOptions, EncoderOptions)
+OPTIONS = (EvalOptions, EncoderOptions, ScaleOptions)
 
 
-def run(opts: EvalOptions, encoder: EncoderOptions) -> int:
+def run(opts: EvalOptions, encoder: EncoderOptions, scale: ScaleOptions) -> int:
     from pathlib import Path
 
     if opts.compare:
@@ -81,9 +82,9 @@ def run(opts: EvalOptions, encoder: EncoderOptions) -> int:
         from densekit.data.beir import load_beir
         from densekit.evaluation.beir import evaluate_model
 
-        dataset = load_beir(opts.data, opts.split)
+        dataset = load_beir(opts.data, opts.split, stream=scale.stream, cache_dir=encoder.cache)
         result = evaluate_model(opts.model, dataset, opts.output, k=opts.k, index_dir=opts.index,
-                                encoder=encoder, auc=opts.auc, auc_negatives=opts.auc_negatives)
+                                encoder=encoder, auc=opts.auc, auc_negatives=opts.auc_negatives, scale=scale)
         keys = ("ndcg_at_10", "mrr_at_10", "recall_at_100", "map", "num_queries", "global_auc",
                 "mean_per_query_auc")
         printed["beir"] = {k: result[k] for k in keys if k in result}

@@ -19,6 +19,7 @@ from densekit.encoders import EncoderOptions
 from densekit.mining.denoise import DenoiseConfig
 from densekit.mining.miner import MineConfig
 from densekit.options import option
+from densekit.vectors.options import ScaleOptions
 
 NAME = "mine"
 HELP = ("mine hard negatives (BM25, dense, hybrid or cluster candidates; top, random or STAR sampling; "
@@ -36,13 +37,16 @@ class MineFiles:
     model: str = option("all-MiniLM-L6-v2", help="model for the dense, hybrid and ivf-local retrievers")
 
 
-OPTIONS = (MineFiles, MineConfig, DenoiseConfig, EncoderOptions)
+OPTIONS = (MineFiles, MineConfig, DenoiseConfig, EncoderOptions, ScaleOptions)
 
 
-def with_encoder(config: MineConfig, model: str, encoder: EncoderOptions) -> dict:
-    """The retriever options, the dense retriever's model and encoder settings filled in (explicit ones win)."""
+def with_encoder(config: MineConfig, model: str, encoder: EncoderOptions, scale: ScaleOptions | None = None) -> dict:
+    """The retriever options, the dense retriever's model, encoder and scale settings filled in (explicit ones
+    win)."""
+    scale = scale or ScaleOptions()
     dense = {"model": model, "batch_size": encoder.batch_size, "bf16": encoder.bf16, "cache_dir": encoder.cache,
-             "backend": encoder.backend}
+             "backend": encoder.backend, "memory_budget": scale.memory_budget, "dtype": scale.dtype,
+             "shard_size": scale.shard_size}
     if encoder.max_seq_length:
         dense["max_seq_length"] = encoder.max_seq_length
     options = {name: dict(values) for name, values in config.retriever_options.items()}
@@ -61,7 +65,8 @@ def mining_record(files: MineFiles, config: MineConfig, count: int) -> dict:
     return record
 
 
-def run(files: MineFiles, config: MineConfig, denoise: DenoiseConfig, encoder: EncoderOptions) -> int:
+def run(files: MineFiles, config: MineConfig, denoise: DenoiseConfig, encoder: EncoderOptions,
+        scale: ScaleOptions) -> int:
     from dataclasses import replace
 
     from densekit.data.beir import load_beir
@@ -69,9 +74,9 @@ def run(files: MineFiles, config: MineConfig, denoise: DenoiseConfig, encoder: E
     from densekit.mining.miner import mine
 
     config = replace(config, denoise=denoise, cache_dir=encoder.cache,
-                     retriever_options=with_encoder(config, files.model, encoder))
+                     retriever_options=with_encoder(config, files.model, encoder, scale))
     config.validate()
-    dataset = load_beir(files.data, files.split)
+    dataset = load_beir(files.data, files.split, stream=scale.stream, cache_dir=encoder.cache)
     records = mine(dataset, config)
     count = atomic_write_jsonl(files.output, (r.to_json() for r in records))
     atomic_write_json(f"{files.output}.mining.json", mining_record(files, config, count))

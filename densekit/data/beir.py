@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import urllib.request
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def doc_text(doc: dict[str, str]) -> str:
 @dataclass
 class BeirDataset:
     path: Path
-    corpus: Corpus
+    corpus: Mapping[str, dict[str, str]]  # a dict, or a DocStore for corpora beyond RAM (densekit.data.corpus)
     queries: Queries
     qrels: Qrels = field(default_factory=dict)
     split: str | None = None
@@ -58,17 +59,24 @@ def _require_str(obj: dict, key: str, path: Path, lineno: int, allow_empty: bool
     return value
 
 
+def parse_document(obj: dict, path: Path, lineno: int) -> tuple[str, str, str]:
+    """``(id, title, text)`` of one corpus line, checked field by field."""
+    doc_id = _require_str(obj, "_id", path, lineno)
+    text = _require_str(obj, "text", path, lineno, allow_empty=True)
+    title = obj.get("title", "") or ""
+    if not isinstance(title, str):
+        raise DataError("expected a string", path=str(path), line=lineno, field="title")
+    if not text.strip() and not title.strip():
+        raise DataError("document has an empty text and no title", path=str(path), line=lineno, field="text")
+    return doc_id, title, text
+
+
 def load_corpus(path: str | os.PathLike) -> Corpus:
+    """The whole corpus as a dict (see :func:`densekit.data.corpus.open_corpus` for corpora beyond RAM)."""
     path = Path(path)
     corpus: Corpus = {}
     for lineno, obj in read_jsonl(path):
-        doc_id = _require_str(obj, "_id", path, lineno)
-        text = _require_str(obj, "text", path, lineno, allow_empty=True)
-        title = obj.get("title", "") or ""
-        if not isinstance(title, str):
-            raise DataError("expected a string", path=str(path), line=lineno, field="title")
-        if not text.strip() and not title.strip():
-            raise DataError("document has an empty text and no title", path=str(path), line=lineno, field="text")
+        doc_id, title, text = parse_document(obj, path, lineno)
         if doc_id in corpus:
             raise DataError(f"duplicate document id '{doc_id}'", path=str(path), line=lineno, field="_id")
         corpus[doc_id] = {"title": title, "text": text}
@@ -88,7 +96,7 @@ def load_queries(path: str | os.PathLike) -> Queries:
     return queries
 
 
-def load_qrels(path: str | os.PathLike, corpus: Corpus | None = None,
+def load_qrels(path: str | os.PathLike, corpus: Mapping[str, dict[str, str]] | None = None,
                queries: Queries | None = None) -> Qrels:
     """Read a ``query-id<TAB>corpus-id<TAB>score`` file (header optional); ids are checked when given."""
     path = Path(path)
@@ -162,9 +170,20 @@ def download_beir(name: str, target_root: Path) -> Path:
     return target_root / name
 
 
-def load_beir(name_or_path: str | os.PathLike, split: str | None = "test", check_ids: bool = True) -> BeirDataset:
+def corpus_file(name_or_path: str | os.PathLike) -> Path:
+    """The corpus file of a BEIR folder or name, or ``name_or_path`` itself when it is a file."""
+    path = Path(name_or_path).expanduser()
+    return path if path.is_file() else _find(resolve_beir_dir(name_or_path), "corpus")
+
+
+def load_beir(name_or_path: str | os.PathLike, split: str | None = "test", check_ids: bool = True,
+              stream: bool | None = None, cache_dir: str | os.PathLike | None = None) -> BeirDataset:
+    """The dataset; its corpus is a dict, or a memory-mapped DocStore when ``stream`` (default: when the corpus
+    file is over 200 MB; converted once into ``cache_dir``, see :mod:`densekit.data.corpus`)."""
+    from densekit.data.corpus import open_corpus
+
     folder = resolve_beir_dir(name_or_path)
-    corpus = load_corpus(_find(folder, "corpus"))
+    corpus = open_corpus(_find(folder, "corpus"), stream, cache_dir)
     queries = load_queries(_find(folder, "queries"))
     qrels: Qrels = {}
     if split is not None:

@@ -8,24 +8,28 @@ from pathlib import Path
 
 import numpy as np
 
-from densekit.data.beir import BeirDataset, doc_text
-from densekit.embeddings import encode_cached
+from densekit.data.beir import BeirDataset
 from densekit.encoders import EncoderOptions
 from densekit.evaluation.metrics import Run, evaluate_run, write_trec_run
 from densekit.io import atomic_write_json
+from densekit.retrieval.exhaustive import ExactScan
 from densekit.retrieval.index import DenseIndex
 from densekit.retrieval.searcher import Searcher
+from densekit.vectors import VectorSource, corpus_vectors
+from densekit.vectors.options import ScaleOptions
 
 logger = logging.getLogger(__name__)
 
 
 def corpus_searcher(model, dataset: BeirDataset, batch_size: int = 64, bf16: bool = False,
-                    cache_dir: str | Path | None = None) -> tuple[Searcher, np.ndarray]:
-    """A flat index over the dataset's corpus encoded by ``model`` (cached), and the corpus embeddings."""
-    doc_ids = list(dataset.corpus)
-    doc_emb = encode_cached(model, [doc_text(dataset.corpus[d]) for d in doc_ids], cache_dir,
-                            batch_size=batch_size, bf16=bf16, desc="encode corpus")
-    return Searcher(DenseIndex.build(doc_emb, doc_ids), model, batch_size=batch_size, bf16=bf16), doc_emb
+                    cache_dir: str | Path | None = None,
+                    scale: ScaleOptions | None = None) -> tuple[Searcher, VectorSource]:
+    """Exact search over the dataset's corpus encoded by ``model`` (its embedding store, streamed within the memory
+    budget), and the corpus vectors."""
+    scale = scale or ScaleOptions()
+    vectors = corpus_vectors(model, dataset.corpus, cache_dir, batch_size=batch_size, bf16=bf16, dtype=scale.dtype,
+                             shard_size=scale.shard_size)
+    return Searcher(ExactScan(vectors, scale.budget_bytes), model, batch_size=batch_size, bf16=bf16), vectors
 
 
 def dense_run(model, dataset: BeirDataset, k: int = 100, batch_size: int = 64, bf16: bool = False,
@@ -44,7 +48,7 @@ def _index_embeddings(index: DenseIndex):
 
 
 def searcher_run(searcher: Searcher, dataset: BeirDataset, k: int = 100, auc_negatives: int | None = None,
-                 doc_emb: np.ndarray | None = None):
+                 doc_emb: np.ndarray | VectorSource | None = None):
     """(run, AUC score samples or ``None`` when ``auc_negatives`` is) for the split's judged queries."""
     from densekit.evaluation.auc import sample_scores, samples_from_run
 
@@ -60,6 +64,8 @@ def searcher_run(searcher: Searcher, dataset: BeirDataset, k: int = 100, auc_neg
     if doc_emb is None:
         logger.warning("the index cannot return its vectors; AUC covers the retrieved top-%d only", k)
         return run, samples_from_run(run, dataset.qrels)
+    if not isinstance(doc_emb, np.ndarray):  # the AUC scores every query against every document
+        doc_emb = doc_emb.read_all()
     return run, sample_scores(q_emb, doc_emb, qids, searcher.index.doc_ids, dataset.qrels,
                               negatives_per_query=auc_negatives)
 
@@ -94,11 +100,12 @@ def write_auc_outputs(samples, output_dir: str | Path, label: str | None = None)
 
 def evaluate_model(model_name: str | None, dataset: BeirDataset, output_dir: str | Path, k: int = 100,
                    index_dir: str | Path | None = None, encoder: EncoderOptions | None = None,
-                   auc: bool = False, auc_negatives: int = 1000) -> dict:
+                   auc: bool = False, auc_negatives: int = 1000, scale: ScaleOptions | None = None) -> dict:
     """Write metrics.json + run.trec; with ``auc`` also the files of :func:`write_auc_outputs`.
 
     With ``index_dir`` the saved index is searched with ``model_name`` (default: the model it records),
-    otherwise the corpus is encoded with ``model_name`` (cached in ``encoder.cache``) into a flat index."""
+    otherwise the corpus is encoded with ``model_name`` (into the embedding store in ``encoder.cache``) and searched
+    exactly, streamed within ``scale``'s memory budget."""
     encoder = encoder or EncoderOptions()
     start = time.perf_counter()
     doc_emb = None
@@ -107,7 +114,7 @@ def evaluate_model(model_name: str | None, dataset: BeirDataset, output_dir: str
         model_name = model_name or searcher.index.query_model
     else:
         searcher, doc_emb = corpus_searcher(encoder.load(model_name), dataset, encoder.batch_size, encoder.bf16,
-                                            encoder.cache)
+                                            encoder.cache, scale)
     run, samples = searcher_run(searcher, dataset, k, auc_negatives if auc else None, doc_emb)
     info = {"model": model_name, "index": str(index_dir) if index_dir else None, "k": k, "bf16": encoder.bf16,
             "seconds": round(time.perf_counter() - start, 1)}

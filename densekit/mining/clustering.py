@@ -13,6 +13,8 @@ import numpy as np
 
 from densekit.errors import ConfigError, DataError
 
+MAX_POINTS_PER_CENTROID = 256  # FAISS k-means subsamples to this many points per centroid
+
 
 def default_n_clusters(n_points: int) -> int:
     """sqrt(N), the usual IVF rule of thumb, at least 2 and at most N."""
@@ -20,7 +22,7 @@ def default_n_clusters(n_points: int) -> int:
 
 
 def kmeans(embeddings: np.ndarray, n_clusters: int | None = None, niter: int = 20, seed: int = 42,
-           max_points_per_centroid: int = 256) -> np.ndarray:
+           max_points_per_centroid: int = MAX_POINTS_PER_CENTROID) -> np.ndarray:
     """Unit-norm centroids, shape ``(n_clusters, dim)``."""
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     if x.ndim != 2 or len(x) == 0:

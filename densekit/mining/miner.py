@@ -10,8 +10,10 @@ drop likely false negatives (kept in ``dropped`` for auditing) and the first ``n
 survivors are kept; a query left short is topped up from the next candidates of its window (``refill``, in
 rank order; such records carry ``refilled``: how many candidates were added for rescoring).
 
-Every stage is resumable: corpus embeddings are cached in shards, each retriever's candidate lists
-are cached under ``cache_dir/candidates`` and teacher scores in SQLite under ``cache_dir/teacher_scores``.
+The corpus may be a dict or a memory-mapped :class:`~densekit.data.corpus.DocStore`: only the candidates' and the
+positives' texts are read. Every stage is resumable: corpus embeddings are cached in shards, each retriever's
+candidate lists are cached under ``cache_dir/candidates`` and teacher scores in SQLite under
+``cache_dir/teacher_scores``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from densekit.data.beir import BeirDataset, doc_text
+from densekit.data.corpus import corpus_fingerprint, corpus_ids
 from densekit.data.records import Negative, TrainingRecord
 from densekit.errors import ConfigError, DataError
 from densekit.io import atomic_write_json
@@ -44,7 +47,8 @@ from densekit.options import option
 logger = logging.getLogger(__name__)
 
 # options the ivf-local retriever takes over from the dense retriever's, unless set for it
-_MODEL_KEYS = ("model", "batch_size", "bf16", "cache_dir", "max_seq_length", "backend")
+_MODEL_KEYS = ("model", "batch_size", "bf16", "cache_dir", "max_seq_length", "backend", "memory_budget", "dtype",
+               "shard_size")
 
 
 @dataclass
@@ -210,9 +214,8 @@ def mine(dataset: BeirDataset, config: MineConfig) -> list[TrainingRecord]:
     pool_size = config.num_negatives * (denoise.oversample if denoise.enabled else 1)
     depth = config.window[1] + max(len(p) for p in positives.values())
     sampler = functools.partial(SAMPLERS.get(config.sampler), **config.sampler_options)
-    corpus_ids = list(corpus)
-    corpus_fp = (texts_fingerprint([f"{d}\t{doc_text(corpus[d])}" for d in corpus_ids])
-                 if config.cache_dir else "")
+    all_ids = corpus_ids(corpus)  # read on demand for a memory-mapped corpus
+    corpus_fp = corpus_fingerprint(corpus) if config.cache_dir else ""
     pos_texts = {qid: {doc_text(corpus[d]) for d in pos} for qid, pos in positives.items()}
 
     per_source: dict[str, dict[str, list[Candidate]]] = {}
@@ -233,7 +236,7 @@ def mine(dataset: BeirDataset, config: MineConfig) -> list[TrainingRecord]:
         for qid in tqdm(queries, desc=f"sample {name}"):
             picked, dropped = select_negatives(cands.get(qid, []), positives[qid], pos_texts[qid], corpus, sampler,
                                                pool_size, config.window, rng, name,
-                                               SampleContext(corpus_ids, positives[qid]), near_duplicates)
+                                               SampleContext(all_ids, positives[qid]), near_duplicates)
             per_source[name][qid] = picked
             for drop in dropped:
                 near_dropped[qid].setdefault(drop["doc_id"], drop)

@@ -3,9 +3,10 @@
 Xiong et al., "Approximate Nearest Neighbor Negative Contrastive Learning for Dense Text Retrieval",
 ICLR 2021. While the trainer keeps going, this worker loads the newest checkpoint, re-encodes a share of
 the corpus (``fraction``; the rest keeps its previous embeddings, a rotating slice so that every document
-is refreshed in turn), rebuilds the FAISS index and mines new negatives with the same code and options as
-``densekit mine`` (retriever ``dense`` over the refreshed embeddings, any sampler, teacher denoising). It
-writes ``negatives-NNNN.json`` atomically; the trainer swaps them in when it sees the file.
+is refreshed in turn) into its embedding store (``<state>/embeddings``, see :mod:`densekit.vectors`: only the
+shards holding refreshed rows are rewritten, one shard in memory at a time) and mines new negatives with the
+same code and options as ``densekit mine`` (retriever ``dense`` streaming that store, any sampler, teacher
+denoising). It writes ``negatives-NNNN.json`` atomically; the trainer swaps them in when it sees the file.
 
     python -m densekit.mining.refresh JOB.json
 
@@ -30,6 +31,8 @@ from densekit.errors import ConfigError, DataError, DensekitError
 from densekit.mining.denoise import DenoiseConfig
 from densekit.mining.miner import MineConfig
 from densekit.mining.near_duplicates import DEFAULT_THRESHOLD
+from densekit.vectors.encode import DEFAULT_SHARD_SIZE
+from densekit.vectors.store import EmbeddingStore, Plan, complete_shard, finalize, write_plan, write_shard
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +93,7 @@ class RefreshJob:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")), str(path))
 
     def mine_config(self, embeddings: Path) -> MineConfig:
-        """Mining as ``densekit mine`` does it, over the refreshed embeddings, reseeded per refresh."""
+        """Mining as ``densekit mine`` does it, over the refreshed embedding store, reseeded per refresh."""
         return MineConfig(retrievers=["dense"], sampler=self.sampler, num_negatives=self.num_negatives,
                           window=self.window, seed=self.seed + self.refresh, sampler_options=self.sampler_options,
                           near_duplicate_threshold=self.near_duplicate_threshold, denoise=self.denoise,
@@ -100,34 +103,72 @@ class RefreshJob:
                           cache_dir=self.cache_dir)
 
 
+REFRESH_MODEL = "ance-refresh"  # the refresh store mixes checkpoints; the manifest's extra says which refresh
+
+
+def refresh_store(source, folder: Path, rows, refreshed: np.ndarray, model, batch_size: int = 64,
+                  shard_size: int = DEFAULT_SHARD_SIZE) -> EmbeddingStore:
+    """Write the store in ``folder``: the vectors of ``source`` with ``refreshed`` rows re-encoded by ``model``.
+
+    ``source`` may be that same store (later refreshes): then only its shards holding refreshed rows are
+    rewritten, each atomically, one in memory at a time."""
+    from densekit.models import encode
+
+    plan = write_plan(folder, Plan(model=REFRESH_MODEL, corpus=rows.fingerprint, count=len(rows),
+                                   shard_size=shard_size))
+    # an interrupted rewrite leaves an unfinished store (finished by the next refresh), never a wrong manifest
+    (folder / "manifest.json").unlink(missing_ok=True)
+    refreshed = np.sort(refreshed)
+    for shard in range(plan.num_shards):
+        start, stop = plan.rows(shard)
+        local = refreshed[(refreshed >= start) & (refreshed < stop)] - start
+        if len(local) == 0 and complete_shard(folder, plan, shard) is not None:
+            continue
+        # not verified: a shard of this folder may already be rewritten by an interrupted run of this refresh
+        vectors = next(source.blocks(stop - start, start, stop, verify=False))[1]
+        if len(local):
+            texts = rows.text_range(start, stop)
+            vectors[local] = encode(model, [texts[i] for i in local], batch_size=batch_size, show_progress=False)
+        write_shard(folder, plan, shard, rows.id_range(start, stop), vectors)
+    manifest = finalize(folder, {"refreshed_rows": int(len(refreshed))})
+    assert manifest is not None
+    return EmbeddingStore.open(folder)
+
+
+def earlier_store(folder: Path, rows) -> EmbeddingStore | None:
+    """The store the previous refreshes left (finished again if one was interrupted after its last shard), or None
+    before the first complete refresh."""
+    if not (folder / "plan.json").exists():
+        return None
+    if not (folder / "manifest.json").exists() and finalize(folder) is None:
+        return None
+    return EmbeddingStore.open(folder, corpus=rows.fingerprint, count=len(rows))
+
+
 def run_refresh(job: RefreshJob) -> dict[str, Any]:
-    from densekit.data.beir import doc_text, load_beir
-    from densekit.embeddings import encode_cached, save_npy
+    from densekit.data.beir import load_beir
+    from densekit.data.corpus import corpus_rows
     from densekit.encoders import load_encoder
     from densekit.io import atomic_write_json
     from densekit.mining.miner import mine
-    from densekit.models import encode
+    from densekit.vectors import corpus_vectors
 
     start = time.perf_counter()
     state = Path(job.state_dir)
-    dataset = load_beir(job.data, job.split)
-    texts = [doc_text(dataset.corpus[d]) for d in dataset.corpus]
-    emb_path = state / "doc_embeddings.npy"
-    if emb_path.exists():
-        embeddings = np.array(np.load(emb_path, allow_pickle=False))
-        if embeddings.shape[0] != len(texts):
-            raise ConfigError(f"{emb_path} holds {embeddings.shape[0]} rows for a corpus of {len(texts)}")
-    else:
+    dataset = load_beir(job.data, job.split, cache_dir=job.cache_dir)
+    rows = corpus_rows(dataset.corpus)
+    store_dir = state / "embeddings"
+    source = earlier_store(store_dir, rows)
+    if source is None:  # first refresh: start from the base model's vectors (the cache's, when mining made them)
         base = load_encoder(job.base_model, job.max_seq_length, job.backend, job.cache_dir)
-        embeddings = encode_cached(base, texts, job.cache_dir, batch_size=job.batch_size, desc="encode corpus")
+        source = corpus_vectors(base, dataset.corpus, job.cache_dir, batch_size=job.batch_size, desc="encode corpus")
         del base
     model = load_encoder(job.checkpoint, job.max_seq_length, job.backend, job.cache_dir)
-    rows = refresh_slice(len(texts), job.fraction, job.refresh)
-    embeddings[rows] = encode(model, [texts[i] for i in rows], batch_size=job.batch_size, desc="re-encode corpus")
-    save_npy(emb_path, embeddings)
+    refreshed = refresh_slice(len(rows), job.fraction, job.refresh)
+    refresh_store(source, store_dir, rows, refreshed, model, job.batch_size)
     encode_s = time.perf_counter() - start
 
-    records = mine(dataset, job.mine_config(emb_path))
+    records = mine(dataset, job.mine_config(store_dir))
     negatives: dict[str, list[str]] = {}
     scores: dict[str, dict[str, dict]] = {}  # with a teacher: its score of each query's positives and negatives
     for record in records:
@@ -139,7 +180,7 @@ def run_refresh(job: RefreshJob) -> dict[str, Any]:
     result = {"refresh": job.refresh, "checkpoint": job.checkpoint, "negatives": negatives,
               **({"teacher_scores": scores} if scores else {}),
               "stats": {"seconds": round(time.perf_counter() - start, 2), "encode_seconds": round(encode_s, 2),
-                        "docs_encoded": len(rows), "docs_total": len(texts), "queries": len(negatives),
+                        "docs_encoded": len(refreshed), "docs_total": len(rows), "queries": len(negatives),
                         "denoised": job.denoise.enabled}}
     atomic_write_json(state / f"negatives-{job.refresh:04d}.json", result)
     return result

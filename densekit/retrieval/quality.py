@@ -13,6 +13,7 @@ import faiss
 import numpy as np
 
 from densekit.retrieval.gpu import to_cpu
+from densekit.vectors.source import VectorSource, as_source
 
 
 def recall_at_k(approx_rows: np.ndarray, exact_rows: np.ndarray, k: int = 10) -> float:
@@ -38,6 +39,9 @@ def exact_neighbors(embeddings: np.ndarray, queries: np.ndarray, k: int) -> np.n
 
 def index_memory_bytes(index: faiss.Index) -> int:
     """Bytes of the serialized index: vectors/codes, lists, graph and centroids (what RAM holds, give or take)."""
+    top = faiss.downcast_index(index)
+    if isinstance(top, faiss.IndexShards):
+        return sum(index_memory_bytes(top.at(i)) for i in range(top.count()))
     return int(faiss.serialize_index(to_cpu(index)).size)
 
 
@@ -56,16 +60,20 @@ def sample_rows(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=min(n, size), replace=False))
 
 
-def quality_report(index: faiss.Index, embeddings: np.ndarray, queries: np.ndarray, k: int = 10,
-                   exact_rows: np.ndarray | None = None) -> dict[str, Any]:
-    """recall@k vs exact search on ``queries``, memory against a flat index, and per-query search time."""
+def quality_report(index: faiss.Index, embeddings: np.ndarray | VectorSource, queries: np.ndarray, k: int = 10,
+                   exact_rows: np.ndarray | None = None, memory_bytes: int | None = None) -> dict[str, Any]:
+    """recall@k vs exact search on ``queries`` (streamed over the vectors, so any corpus size), memory against a
+    flat index (``memory_bytes`` overrides the measured size, e.g. with the lists on disk), per-query time."""
+    vectors = as_source(embeddings)
     if exact_rows is None:
-        exact_rows = exact_neighbors(embeddings, queries, k)
+        from densekit.retrieval.exhaustive import ExactScan
+
+        exact_rows = ExactScan(vectors).search(queries, k)[1]
     rows, seconds = timed_search(index, queries, k)
     return {
         f"recall_at_{k}": round(recall_at_k(rows, exact_rows, k), 4),
         "report_queries": int(len(queries)),
-        "memory_bytes": index_memory_bytes(index),
-        "flat_memory_bytes": int(embeddings.shape[0] * embeddings.shape[1] * 4),
+        "memory_bytes": index_memory_bytes(index) if memory_bytes is None else int(memory_bytes),
+        "flat_memory_bytes": int(vectors.count * vectors.dim * 4),
         "search_ms_per_query": round(1000 * seconds / max(1, len(queries)), 4),
     }

@@ -18,6 +18,7 @@ import numpy as np
 from densekit.encoders import EncoderOptions
 from densekit.errors import ConfigError
 from densekit.models import encode
+from densekit.retrieval.exhaustive import ExactScan
 from densekit.retrieval.index import DenseIndex, Hit
 
 
@@ -27,10 +28,10 @@ def model_dim(model) -> int:
 
 
 class Searcher:
-    def __init__(self, index: DenseIndex, encoder, batch_size: int = 64, bf16: bool = False) -> None:
+    def __init__(self, index: DenseIndex | ExactScan, encoder, batch_size: int = 64, bf16: bool = False) -> None:
         dim = model_dim(encoder)
-        if index.index.d != dim:
-            raise ConfigError(f"the index holds {index.index.d}-dimensional vectors but the query encoder makes "
+        if index.dim != dim:
+            raise ConfigError(f"the index holds {index.dim}-dimensional vectors but the query encoder makes "
                               f"{dim}; pass the model that built the index")
         self.index, self.encoder = index, encoder
         self.batch_size, self.bf16 = batch_size, bf16

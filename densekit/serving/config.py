@@ -26,6 +26,10 @@ class ServerConfig:
     mmap: Literal["auto", "on", "off"] = option("auto", help="memory-map the index (auto: when index.faiss is "
                                                              "over 1 GiB)")
     gpu: bool = option(True, flag="--no-gpu", help="keep the index on the CPU even when faiss has GPUs")
+    gpu_mode: Literal["shard", "replicate"] = option("shard", help="with several GPUs: split the vectors across "
+                                                                    "them (capacity) or copy them to each "
+                                                                    "(throughput)")
+    gpu_fp16: bool = option(False, help="hold the index in half precision on the GPUs (half the memory)")
 
     def __post_init__(self) -> None:
         for name in ("max_k", "max_queries", "max_query_chars", "max_body_bytes", "max_batch_queries"):

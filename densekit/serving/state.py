@@ -10,9 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from densekit.errors import DataError
 from densekit.retrieval.gpu import to_gpu
@@ -37,7 +40,7 @@ class ServingIndex:
     """What one request searches: never mutated, only replaced as a whole by a swap."""
 
     searcher: Searcher
-    texts: dict[str, str] | None
+    texts: Mapping[str, str] | None  # a dict, or looked up on demand in a memory-mapped corpus (big corpora)
     folder: str | None
     version: int
     loaded_at: float = field(default_factory=time.time)
@@ -54,9 +57,10 @@ class ServingIndex:
 
 
 def use_mmap(folder: str | Path, mode: str) -> bool:
-    """Whether ``--mmap mode`` memory-maps the index in ``folder`` (auto: when index.faiss is over 1 GiB)."""
-    path = Path(folder) / "index.faiss"
-    return mode == "on" or (mode == "auto" and path.exists() and path.stat().st_size > MMAP_AUTO_BYTES)
+    """Whether ``--mmap mode`` memory-maps the index in ``folder`` (auto: when its index files are over 1 GiB)."""
+    if mode != "auto":
+        return mode == "on"
+    return sum(p.stat().st_size for p in Path(folder).glob("**/index.faiss")) > MMAP_AUTO_BYTES
 
 
 def _corpus_file(path: Path) -> Path | None:
@@ -68,25 +72,39 @@ def _corpus_file(path: Path) -> Path | None:
     return None
 
 
-def load_texts(corpus: str | Path, doc_ids: list[str]) -> dict[str, str]:
-    """Document text (title + text) of every indexed id, from a BEIR folder or corpus.jsonl(.gz)."""
-    from densekit.data.beir import doc_text, load_corpus
+def load_texts(corpus: str | Path, doc_ids: Sequence[str], cache_dir: str | Path | None = None) -> Mapping[str, str]:
+    """Document text (title + text) by id, from a BEIR folder or corpus.jsonl(.gz): a dict for a small corpus, a
+    lookup into the memory-mapped corpus for a big one (converted once into ``cache_dir``, see
+    :mod:`densekit.data.corpus`)."""
+    from densekit.data.beir import doc_text
+    from densekit.data.corpus import DocStore, open_corpus
 
     path = _corpus_file(Path(corpus))
     if path is None:
         raise DataError("no corpus.jsonl or corpus.jsonl.gz to take document text from", path=str(corpus))
-    docs = load_corpus(path)
+    docs = open_corpus(path, cache_dir=cache_dir)
     missing = [d for d in doc_ids[:1000] if d not in docs]
     if missing:
         raise DataError(f"the corpus lacks indexed document ids such as {missing[0]!r}; is it the indexed corpus?",
                         path=str(path))
+    if isinstance(docs, DocStore):
+        return docs.texts()
     return {d: doc_text(docs[d]) for d in doc_ids if d in docs}
 
 
-def serving_index(searcher: Searcher, version: int, gpu: bool = True, texts: dict[str, str] | None = None,
+def covers(texts: Mapping[str, str], doc_ids: Sequence[str], sample: int = 1000) -> bool:
+    """Whether ``texts`` has the text of ``doc_ids`` (every id for small indexes, a spread sample for big ones)."""
+    if len(doc_ids) <= 10 * sample:
+        return all(d in texts for d in doc_ids)
+    rows = np.linspace(0, len(doc_ids) - 1, sample).astype(int)
+    return len(texts) >= len(doc_ids) and all(doc_ids[int(r)] in texts for r in rows)
+
+
+def serving_index(searcher: Searcher, version: int, config: ServerConfig, texts: Mapping[str, str] | None = None,
                   folder: str | Path | None = None) -> ServingIndex:
-    """``searcher`` ready to serve: its index moved to the GPU when faiss has one (and ``gpu``)."""
-    searcher.index.index = to_gpu(searcher.index.index, enabled=gpu)
+    """``searcher`` ready to serve: its index moved to the GPUs when faiss has them (unless ``--no-gpu``)."""
+    searcher.index.index = to_gpu(searcher.index.index, enabled=config.gpu, shard=config.gpu_mode == "shard",
+                                  fp16=config.gpu_fp16)
     folder = folder if folder is not None else searcher.index.folder
     return ServingIndex(searcher, texts, str(folder) if folder is not None else None, version)
 
@@ -100,7 +118,7 @@ class ServerState:
     def __init__(self, searcher: Searcher, config: ServerConfig, texts: dict[str, str] | None = None) -> None:
         self.config, self.metrics = config, Metrics()
         self.dim = model_dim(searcher.encoder)
-        self._current = serving_index(searcher, 1, config.gpu, texts)
+        self._current = serving_index(searcher, 1, config, texts)
         self._swap_lock = threading.Lock()
         self.batcher = SearchBatcher(lambda texts: searcher.encode_queries(texts, show_progress=False),
                                      self.metrics, config.max_batch_queries, config.batch_wait_ms / 1000)
@@ -131,11 +149,11 @@ class ServerState:
             texts = None
             if corpus is not None:
                 texts = load_texts(corpus, index.doc_ids)
-            elif old.texts is not None and all(d in old.texts for d in index.doc_ids):
+            elif old.texts is not None and covers(old.texts, index.doc_ids):
                 texts = old.texts  # same corpus: share the text instead of reading it again
             elif old.texts is not None and index.meta.get("corpus"):
                 texts = load_texts(index.meta["corpus"], index.doc_ids)
-            new = serving_index(searcher, old.version + 1, self.config.gpu, texts, folder)
+            new = serving_index(searcher, old.version + 1, self.config, texts, folder)
             self._current = new  # one reference assignment: atomic for readers
             self._publish(new)
             self.metrics.swaps.labels("ok").inc()

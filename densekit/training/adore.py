@@ -30,21 +30,22 @@ def fixed_index(model_name: str, dataset, max_seq_length: int | None, cache_dir:
     """The corpus encoded once by a frozen copy of ``model_name``, as a flat index, and its embeddings.
 
     Under ``torchrun`` rank 0 encodes and broadcasts the vectors: the corpus is encoded once, not once per rank.
+    The vectors come from the embedding store in ``cache_dir``; ADORE scores every step's retrieved documents on the
+    device, so it holds the matrix itself (the flat index over it too).
     """
-    from densekit.data.beir import doc_text
-    from densekit.embeddings import encode_cached
+    from densekit.data.corpus import corpus_ids
     from densekit.encoders import load_encoder
     from densekit.models import describe_model
+    from densekit.vectors import corpus_vectors
 
     rank, world = distributed_world()
-    doc_ids = list(dataset.corpus)
+    doc_ids = list(corpus_ids(dataset.corpus))
     doc_emb = None
     seq_len = max_seq_length
     if rank == 0:
         doc_model = load_encoder(model_name, max_seq_length, backend, cache_dir)
         seq_len = doc_model.max_seq_length
-        doc_emb = encode_cached(doc_model, [doc_text(dataset.corpus[d]) for d in doc_ids], cache_dir,
-                                desc="encode corpus (fixed)")
+        doc_emb = corpus_vectors(doc_model, dataset.corpus, cache_dir, desc="encode corpus (fixed)").read_all()
         del doc_model
     if world > 1:
         import logging

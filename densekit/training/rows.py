@@ -9,6 +9,7 @@ row carries its index as the ``label`` column (sentence-transformers passes it t
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,7 +147,7 @@ class DynamicNegativesCollator(SentenceTransformerDataCollator):
     store: NegativeStore | None = None
     rows: TrainingRows | None = None
     num_negatives: int = 1
-    texts: dict[str, str] | None = None  # document id -> text
+    texts: Mapping[str, str] | None = None  # document id -> text
 
     def fill(self, features: list[dict[str, Any]]) -> list[dict[str, Any]]:
         filled = []

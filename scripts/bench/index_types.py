@@ -43,9 +43,9 @@ CONFIGS = [  # (label, index type, build params, search params to sweep after th
 
 
 def scifact_embeddings(data: Path, cache_dir: Path, corpus_npy: str | None):
-    from densekit.data.beir import doc_text, load_beir
-    from densekit.embeddings import encode_cached
+    from densekit.data.beir import load_beir
     from densekit.models import load_model
+    from densekit.vectors import corpus_vectors, encode_cached
 
     dataset = load_beir(data, split=None)
     model = load_model("all-MiniLM-L6-v2")
@@ -54,7 +54,7 @@ def scifact_embeddings(data: Path, cache_dir: Path, corpus_npy: str | None):
         if len(corpus) != len(dataset.corpus):
             sys.exit(f"{corpus_npy} has {len(corpus)} rows but the corpus has {len(dataset.corpus)} documents")
     else:  # a cache hit when densekit index/eval already encoded this corpus with this model
-        corpus = encode_cached(model, [doc_text(dataset.corpus[d]) for d in dataset.corpus], cache_dir)
+        corpus = corpus_vectors(model, dataset.corpus, cache_dir).read_all()
     qids = sorted(dataset.queries)
     queries = encode_cached(model, [dataset.queries[q] for q in qids], cache_dir, desc="encode queries")
     return corpus, queries

@@ -18,31 +18,39 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
+from densekit.data.corpus import corpus_ids
 from densekit.errors import DataError
-from densekit.mining.clustering import assign, kmeans
+from densekit.mining.clustering import MAX_POINTS_PER_CENTROID, assign, default_n_clusters, kmeans
 from densekit.mining.registry import RETRIEVERS
 from densekit.mining.retrievers.base import Candidates
 from densekit.mining.retrievers.dense import embed_queries_and_corpus
 from densekit.models import default_cache_dir
+from densekit.vectors import VectorSource, as_source
+from densekit.vectors.options import DEFAULT_BUDGET, parse_bytes, rows_within
+from densekit.vectors.source import sample_rows
 
 
-def cluster_topk(q_emb: np.ndarray, doc_emb: np.ndarray, centroids: np.ndarray, k: int, nprobe: int,
-                 batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cluster_topk(q_emb: np.ndarray, doc_emb: np.ndarray | VectorSource, centroids: np.ndarray, k: int, nprobe: int,
+                 batch_size: int = 1024, block_rows: int = 65536) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(scores, rows, doc_assignment): top-``k`` documents inside each query's ``nprobe`` nearest clusters."""
-    d = doc_emb.shape[1]
+    vectors = as_source(doc_emb)
+    d = vectors.dim
     quantizer = faiss.IndexFlatIP(d)
     quantizer.add(centroids)
     index = faiss.IndexIVFFlat(quantizer, d, len(centroids), faiss.METRIC_INNER_PRODUCT)
     index.is_trained = True  # the quantizer already holds the k-means centroids
-    index.add(np.ascontiguousarray(doc_emb, dtype=np.float32))
+    assignment = np.empty(vectors.count, dtype=np.int64)
+    for row, block in vectors.blocks(block_rows):
+        index.add(block)
+        assignment[row:row + len(block)] = assign(block, centroids)
     index.nprobe = min(nprobe, len(centroids))
-    k = min(k, len(doc_emb))
+    k = min(k, vectors.count)
     scores = np.empty((len(q_emb), k), dtype=np.float32)
     rows = np.empty((len(q_emb), k), dtype=np.int64)
     for start in range(0, len(q_emb), batch_size):
         s, r = index.search(np.ascontiguousarray(q_emb[start:start + batch_size], dtype=np.float32), k)
         scores[start:start + batch_size], rows[start:start + batch_size] = s, r
-    return scores, rows, assign(doc_emb, centroids)
+    return scores, rows, assignment
 
 
 @RETRIEVERS.register("ivf-local")
@@ -58,6 +66,9 @@ class IvfLocalRetriever:
     neighbours: int = 1
     niter: int = 20
     seed: int = 42
+    memory_budget: str = DEFAULT_BUDGET
+    dtype: str = "float32"
+    shard_size: int = 16384
     name: str = "ivf-local"
     doc_clusters: dict[str, int] = field(default_factory=dict, repr=False)
     query_clusters: dict[str, int] = field(default_factory=dict, repr=False)
@@ -65,11 +76,17 @@ class IvfLocalRetriever:
     def retrieve(self, queries: dict[str, str], corpus: dict[str, dict[str, str]], k: int) -> Candidates:
         if not corpus:
             raise DataError("cannot cluster an empty corpus")
-        q_emb, doc_emb = embed_queries_and_corpus(self.model, queries, corpus, self.batch_size, self.bf16,
-                                                  self.cache_dir, self.max_seq_length, self.backend)
-        centroids = kmeans(doc_emb, self.n_clusters, niter=self.niter, seed=self.seed)
-        scores, rows, doc_assignment = cluster_topk(q_emb, doc_emb, centroids, k, 1 + self.neighbours)
-        doc_ids = list(corpus)
+        q_emb, vectors = embed_queries_and_corpus(self.model, queries, corpus, self.batch_size, self.bf16,
+                                                  self.cache_dir, self.max_seq_length, self.backend,
+                                                  dtype=self.dtype, shard_size=self.shard_size)
+        # k-means sees at most 256 points a centroid anyway (FAISS subsamples): only those are read
+        n_clusters = self.n_clusters or default_n_clusters(vectors.count)
+        sample = vectors.take(sample_rows(vectors.count, MAX_POINTS_PER_CENTROID * n_clusters, self.seed))
+        centroids = kmeans(sample, n_clusters, niter=self.niter, seed=self.seed)
+        block_rows = rows_within(parse_bytes(self.memory_budget, "cluster.memory_budget"), vectors.dim)
+        scores, rows, doc_assignment = cluster_topk(q_emb, vectors, centroids, k, 1 + self.neighbours,
+                                                    block_rows=block_rows)
+        doc_ids = corpus_ids(corpus)
         self.doc_clusters = {doc: int(c) for doc, c in zip(doc_ids, doc_assignment, strict=True)}
         self.query_clusters = {q: int(c) for q, c in zip(queries, assign(q_emb, centroids), strict=True)}
         return {qid: [(doc_ids[r], float(s)) for s, r in zip(srow, rrow, strict=True) if r >= 0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -22,7 +23,7 @@ class Candidate(NamedTuple):
 @dataclass
 class SampleContext:
     """What a sampler may need beyond the candidate list: the corpus ids and the ids it must not return."""
-    corpus_ids: list[str] = field(default_factory=list)
+    corpus_ids: Sequence[str] = field(default_factory=list)
     exclude: set[str] = field(default_factory=set)
 
 

@@ -45,13 +45,14 @@ def choose_nprobe(nlist: int, nprobe: int | None) -> int:
     return nprobe
 
 
-def training_sample(embeddings: np.ndarray, nlist: int, train_size: int | None, seed: int) -> np.ndarray:
-    """A random subset for k-means (all of it when the corpus is small)."""
-    n = len(embeddings)
-    size = min(n, train_size if train_size is not None else nlist * MAX_POINTS_PER_LIST)
+def training_sample(vectors, nlist: int, train_size: int | None, seed: int) -> np.ndarray:
+    """A seeded random subset of a :class:`~densekit.retrieval.index.TrainingSet` for k-means (all of it when the
+    corpus is small)."""
+    size = min(vectors.count, train_size if train_size is not None else nlist * MAX_POINTS_PER_LIST)
     if size < nlist:
         raise ConfigError(f"train_size={size} is smaller than nlist={nlist}")
-    if size >= n:
-        return embeddings
-    rows = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-    return np.ascontiguousarray(embeddings[rows])
+    sample = vectors.sample(size, seed)
+    if len(sample) < nlist:
+        raise ConfigError(f"the memory budget leaves {len(sample)} training vectors for nlist={nlist}; raise "
+                          "--memory-budget or lower nlist")
+    return sample

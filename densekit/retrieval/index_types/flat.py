@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import faiss
-import numpy as np
 
-from densekit.retrieval.index import INDEX_TYPES
+from densekit.retrieval.index import INDEX_TYPES, TrainingSet
 
 
 @INDEX_TYPES.register("flat")
-def build_flat(embeddings: np.ndarray) -> faiss.Index:
-    index = faiss.IndexFlatIP(embeddings.shape[1])
-    index.add(embeddings)
-    return index
+def build_flat(vectors: TrainingSet) -> faiss.Index:
+    return faiss.IndexFlatIP(vectors.dim)

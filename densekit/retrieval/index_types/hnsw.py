@@ -9,19 +9,17 @@ FAISS has no GPU HNSW, so this index always runs on the CPU.
 from __future__ import annotations
 
 import faiss
-import numpy as np
 
 from densekit.errors import ConfigError
-from densekit.retrieval.index import INDEX_TYPES
+from densekit.retrieval.index import INDEX_TYPES, TrainingSet
 
 
 @INDEX_TYPES.register("hnsw")
-def build_hnsw(embeddings: np.ndarray, m: int = 32, ef_construction: int = 200, ef_search: int = 128) -> faiss.Index:
+def build_hnsw(vectors: TrainingSet, m: int = 32, ef_construction: int = 200, ef_search: int = 128) -> faiss.Index:
     for name, value in (("m", m), ("ef_construction", ef_construction), ("ef_search", ef_search)):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"hnsw {name} must be a positive integer, got {value!r}")
-    index = faiss.IndexHNSWFlat(embeddings.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexHNSWFlat(vectors.dim, m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = ef_construction
-    index.add(embeddings)
     index.hnsw.efSearch = ef_search
     return index

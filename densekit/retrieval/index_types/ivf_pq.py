@@ -15,11 +15,10 @@ import logging
 import math
 
 import faiss
-import numpy as np
 
 from densekit.errors import ConfigError
 from densekit.retrieval.gpu import to_cpu, to_gpu
-from densekit.retrieval.index import INDEX_TYPES
+from densekit.retrieval.index import INDEX_TYPES, TrainingSet
 from densekit.retrieval.index_types._ivf import (
     MIN_POINTS_PER_LIST,
     choose_nlist,
@@ -38,10 +37,10 @@ def default_subquantizers(d: int, bits: int) -> int:
 
 
 @INDEX_TYPES.register("ivf-pq")
-def build_ivf_pq(embeddings: np.ndarray, nlist: int | None = None, nprobe: int | None = None, m: int | None = None,
+def build_ivf_pq(vectors: TrainingSet, nlist: int | None = None, nprobe: int | None = None, m: int | None = None,
                  nbits: int | None = None, fast_scan: bool = True, refine: str = "sq8", k_factor: int = 4,
                  train_size: int | None = None, seed: int = 0, gpu: bool = True) -> faiss.Index:
-    n, d = embeddings.shape
+    n, d = vectors.count, vectors.dim
     if refine not in REFINES:
         raise ConfigError(f"ivf-pq refine must be one of {', '.join(REFINES)}, got {refine!r}")
     if k_factor < 1:
@@ -63,16 +62,13 @@ def build_ivf_pq(embeddings: np.ndarray, nlist: int | None = None, nprobe: int |
     else:
         ivf = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
     ivf.cp.seed = seed
-    sample = training_sample(embeddings, nlist, train_size, seed)
-    if refine == "none":
-        work = to_gpu(ivf, enabled=gpu)
-        work.train(sample)
-        work.add(embeddings)
-        ivf = to_cpu(work)
-        ivf.nprobe = choose_nprobe(nlist, nprobe)
-        return ivf
-    trained = to_cpu(_trained_on(ivf, sample, gpu))
+    sample = training_sample(vectors, nlist, train_size, seed)
+    work = to_gpu(ivf, enabled=gpu)
+    work.train(sample)
+    trained = to_cpu(work)
     trained.nprobe = choose_nprobe(nlist, nprobe)
+    if refine == "none":
+        return trained
     # IndexRefine wants both parts empty at construction; vectors are added through it so both get them
     if refine == "flat":
         index = faiss.IndexRefineFlat(trained)
@@ -81,12 +77,5 @@ def build_ivf_pq(embeddings: np.ndarray, nlist: int | None = None, nprobe: int |
         scalar.train(sample)
         index = faiss.IndexRefine(trained, scalar)
     index.is_trained = True
-    index.add(embeddings)
     index.k_factor = float(k_factor)
     return index
-
-
-def _trained_on(ivf: faiss.Index, sample: np.ndarray, gpu: bool) -> faiss.Index:
-    work = to_gpu(ivf, enabled=gpu)
-    work.train(sample)
-    return work

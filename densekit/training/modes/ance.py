@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from densekit.data.beir import doc_text
+from densekit.data.corpus import DocStore
 from densekit.data.training import to_hf_dataset
 from densekit.errors import ConfigError
 from densekit.mining.denoise import DenoiseConfig
@@ -60,7 +61,8 @@ class AnceMode(TrainingMode):
         refresher = AnceRefresher(store, state_dir, refresh_job(inputs, n), config.ance.refresh_steps,
                                   keep_checkpoints=config.model.keep_checkpoints)
         timer = StepTimer(state_dir / "step_times.jsonl", refresher)
-        texts = {d: doc_text(doc) for d, doc in inputs.beir.corpus.items()}
+        corpus = inputs.beir.corpus  # a memory-mapped corpus is looked up on demand instead of copied
+        texts = corpus.texts() if isinstance(corpus, DocStore) else {d: doc_text(doc) for d, doc in corpus.items()}
         collator = DynamicNegativesCollator(preprocess_fn=inputs.model.preprocess, store=store, rows=rows,
                                             num_negatives=n, texts=texts)
 
