@@ -342,6 +342,8 @@ def child(args, step: str, docs: int, work: Path, budget: str | None = None) -> 
 def run_size(args, docs: int) -> dict:
     work = Path(args.work_dir) / f"corpus-{docs}"
     free = shutil.disk_usage(Path(args.work_dir)).free
+    if args.resume and work.exists():  # what the finished steps wrote is already on disk
+        free += folder_mb(work) * 2**20
     if free < docs * BYTES_PER_DOC_NEEDED:
         return {"docs": docs, "skipped": f"needs ~{docs * BYTES_PER_DOC_NEEDED / 2**30:.0f} GiB of disk, "
                                          f"{free / 2**30:.0f} GiB free"}
@@ -352,7 +354,8 @@ def run_size(args, docs: int) -> dict:
     result["corpus"] = child(args, "generate", docs, work)
     result["import"] = child(args, "import", docs, work)
     result["corpus"].update(child(args, "vectors", docs, work))
-    result["encode"] = child(args, "encode", docs, work)
+    if "encode" not in args.skip_steps:
+        result["encode"] = child(args, "encode", docs, work)
     result["mine"] = [child(args, "mine", docs, work, budget) for budget in args.mine_budgets]
     if docs in args.baseline_sizes:
         result["baseline"] = child(args, "baseline", docs, work)
@@ -377,6 +380,8 @@ def main() -> None:
     p.add_argument("--encode-docs", type=int, default=2048, help="documents the encode step's worker encodes")
     p.add_argument("--nlist", type=int, default=4096)
     p.add_argument("--nprobe", type=int, default=64)
+    p.add_argument("--skip-steps", nargs="*", default=[], choices=["encode"],
+                   help="steps left out (encode: its slice costs the same at every size, minutes of CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default="runs/cache", help="the sentence embeddings are cached here")
     p.add_argument("--work-dir", default="runs/bench/corpus_scale")
