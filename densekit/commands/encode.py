@@ -14,6 +14,7 @@ where ``densekit mine``, ``index`` and ``eval`` find it (same model, same corpus
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -79,6 +80,11 @@ def run(opts: EncodeOptions, encoder: EncoderOptions, scale: ScaleOptions) -> in
     if opts.output is None and encoder.cache is None:
         raise ConfigError("--cache-dir none needs --output: the store has to go somewhere")
     part, parts = opts.worker()
+    if parts > 1 and encoder.backend == "auto":
+        # every shard must come from one engine (the store holds one model fingerprint), but each worker would
+        # calibrate on its own, and workers on other machines (or racing ranks) may choose differently
+        logger.info("--backend auto with %d workers: encoding with torch (pass --backend to choose)", parts)
+        encoder = dataclasses.replace(encoder, backend="torch")
     corpus = open_corpus(corpus_file(opts.data), scale.stream, encoder.cache)
     model = encoder.load(opts.model, device=device())
     result = encode_store(model, corpus, opts.output, cache_dir=encoder.cache, batch_size=encoder.batch_size,
