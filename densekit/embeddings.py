@@ -1,7 +1,8 @@
 """Corpus embeddings cached on disk: a second run with the same model and texts does not re-encode.
 
 Encoding is done in shards that are each written atomically, so an interrupted run resumes at
-the first missing shard. Files are plain ``.npy`` (loaded with ``allow_pickle=False``).
+the first missing shard. Files are plain ``.npy`` (loaded with ``allow_pickle=False``), each with a record of its
+size and SHA-256 (:mod:`densekit.integrity`): a shard or result that does not match it is encoded again.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from densekit.integrity import load_verified, save_array
 from densekit.io import atomic_open, atomic_write_json
 from densekit.models import encode, model_fingerprint, texts_fingerprint
 
@@ -32,26 +34,32 @@ def encode_cached(model, texts: list[str], cache_dir: str | Path | None, batch_s
     key = f"{model_fingerprint(model)}-{texts_fingerprint(texts)}-{'bf16' if bf16 else 'fp32'}"
     folder = Path(cache_dir) / "embeddings" / key
     final = folder / "embeddings.npy"
-    if final.exists():
+    cached = load_verified(final, rows=len(texts))
+    if cached is not None:
         logger.info("embeddings cache hit: %s", folder)
-        return np.load(final, allow_pickle=False)
+        _drop_shards(folder)  # left by a run killed between writing the result and cleaning up
+        return cached
     folder.mkdir(parents=True, exist_ok=True)
     n_shards = (len(texts) + shard_size - 1) // shard_size
     shards = []
     for i in tqdm(range(n_shards), desc=f"{desc} ({len(texts)} texts)", disable=n_shards < 2):
         shard_path = folder / f"shard_{i:05d}.npy"
-        if shard_path.exists():
-            shards.append(np.load(shard_path, allow_pickle=False))
-            continue
-        emb = encode(model, texts[i * shard_size:(i + 1) * shard_size], batch_size=batch_size, bf16=bf16)
-        save_npy(shard_path, emb)
+        chunk = texts[i * shard_size:(i + 1) * shard_size]
+        emb = load_verified(shard_path, rows=len(chunk))
+        if emb is None:
+            emb = encode(model, chunk, batch_size=batch_size, bf16=bf16)
+            save_array(shard_path, emb)
         shards.append(emb)
     emb = np.concatenate(shards) if shards else encode(model, [], batch_size=batch_size)
-    save_npy(final, emb)
+    save_array(final, emb)
     atomic_write_json(folder / "info.json", {"count": len(texts), "dim": int(emb.shape[1]), "bf16": bf16})
-    for i in range(n_shards):
-        (folder / f"shard_{i:05d}.npy").unlink(missing_ok=True)
+    _drop_shards(folder)
     return emb
+
+
+def _drop_shards(folder: Path) -> None:
+    for path in folder.glob("shard_*.npy*"):
+        path.unlink(missing_ok=True)
 
 
 def cache_info(folder: Path) -> dict:

@@ -58,9 +58,11 @@ def run(opts: IndexOptions, encoder: EncoderOptions) -> int:
 
     from densekit.data.beir import doc_text, load_beir
     from densekit.embeddings import encode_cached
+    from densekit.io import ensure_writable
     from densekit.models import describe_model
     from densekit.retrieval.index import DenseIndex
 
+    ensure_writable(Path(opts.output).parent)  # fail now, not after encoding
     dataset = load_beir(opts.data, split=None)
     model = encoder.load(opts.model)
     doc_ids = list(dataset.corpus)

@@ -102,8 +102,9 @@ class RefreshJob:
 
 def run_refresh(job: RefreshJob) -> dict[str, Any]:
     from densekit.data.beir import doc_text, load_beir
-    from densekit.embeddings import encode_cached, save_npy
+    from densekit.embeddings import encode_cached
     from densekit.encoders import load_encoder
+    from densekit.integrity import load_verified, save_array
     from densekit.io import atomic_write_json
     from densekit.mining.miner import mine
     from densekit.models import encode
@@ -113,10 +114,10 @@ def run_refresh(job: RefreshJob) -> dict[str, Any]:
     dataset = load_beir(job.data, job.split)
     texts = [doc_text(dataset.corpus[d]) for d in dataset.corpus]
     emb_path = state / "doc_embeddings.npy"
-    if emb_path.exists():
-        embeddings = np.array(np.load(emb_path, allow_pickle=False))
-        if embeddings.shape[0] != len(texts):
-            raise ConfigError(f"{emb_path} holds {embeddings.shape[0]} rows for a corpus of {len(texts)}")
+    # whole (it is written atomically; its record catches later damage), else encoded again from the base model
+    embeddings = load_verified(emb_path, rows=len(texts), require_record=False)
+    if embeddings is not None:
+        embeddings = np.array(embeddings)
     else:
         base = load_encoder(job.base_model, job.max_seq_length, job.backend, job.cache_dir)
         embeddings = encode_cached(base, texts, job.cache_dir, batch_size=job.batch_size, desc="encode corpus")
@@ -124,7 +125,7 @@ def run_refresh(job: RefreshJob) -> dict[str, Any]:
     model = load_encoder(job.checkpoint, job.max_seq_length, job.backend, job.cache_dir)
     rows = refresh_slice(len(texts), job.fraction, job.refresh)
     embeddings[rows] = encode(model, [texts[i] for i in rows], batch_size=job.batch_size, desc="re-encode corpus")
-    save_npy(emb_path, embeddings)
+    save_array(emb_path, embeddings)
     encode_s = time.perf_counter() - start
 
     records = mine(dataset, job.mine_config(emb_path))
@@ -146,6 +147,9 @@ def run_refresh(job: RefreshJob) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from densekit.lifecycle import bind_to_launcher
+
+    bind_to_launcher()  # started by a trainer: a refresh nobody will read stops when the trainer dies
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m densekit.mining.refresh JOB.json", file=sys.stderr)

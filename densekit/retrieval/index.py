@@ -16,7 +16,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from densekit.errors import ConfigError, DataError
+from densekit.errors import ConfigError, DataError, OutputError
 from densekit.io import atomic_dir
 from densekit.registry import Registry
 
@@ -74,6 +74,13 @@ def _mmap_flags(meta: dict[str, Any]) -> int:
     if str(meta.get("index_type", "")).startswith("ivf") or not hasattr(faiss, "IO_FLAG_MMAP_IFC"):
         return faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
     return faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:  # truncated, not UTF-8, unreadable
+        raise DataError(f"not readable JSON ({exc})", path=str(path)) from None
 
 
 @dataclass
@@ -143,7 +150,11 @@ class DenseIndex:
             index = self.index
             if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(index).__name__:
                 index = faiss.index_gpu_to_cpu(index)
-            faiss.write_index(index, str(tmp / "index.faiss"))
+            try:
+                faiss.write_index(index, str(tmp / "index.faiss"))
+            except RuntimeError as exc:  # FAISS reports a failed write (disk full, ...) as a RuntimeError
+                raise OutputError(f"cannot write index.faiss ({str(exc).strip().splitlines()[-1]}); nothing "
+                                  "under this name was changed", path=str(folder)) from None
             (tmp / "doc_ids.json").write_text(json.dumps(self.doc_ids, ensure_ascii=False))
             (tmp / "meta.json").write_text(json.dumps(self.meta, indent=2, ensure_ascii=False) + "\n")
         return folder
@@ -154,9 +165,14 @@ class DenseIndex:
         for name in ("index.faiss", "doc_ids.json", "meta.json"):
             if not (folder / name).exists():
                 raise DataError(f"not a densekit index folder: {name} is missing", path=str(folder))
-        doc_ids = json.loads((folder / "doc_ids.json").read_text(encoding="utf-8"))
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        index = faiss.read_index(str(folder / "index.faiss"), _mmap_flags(meta) if mmap else 0)
+        doc_ids, meta = (_read_json(folder / name) for name in ("doc_ids.json", "meta.json"))
+        if not isinstance(doc_ids, list) or not isinstance(meta, dict):
+            raise DataError("doc_ids.json must hold a list and meta.json an object", path=str(folder))
+        try:
+            index = faiss.read_index(str(folder / "index.faiss"), _mmap_flags(meta) if mmap else 0)
+        except RuntimeError as exc:  # a truncated or corrupt file
+            raise DataError(f"FAISS cannot read it ({str(exc).strip().splitlines()[-1]})",
+                            path=str(folder / "index.faiss")) from None
         if index.ntotal != len(doc_ids):
             raise DataError(f"index holds {index.ntotal} vectors but doc_ids.json lists {len(doc_ids)}",
                             path=str(folder))
