@@ -6,7 +6,6 @@ Every output densekit writes goes through a temporary file in the same folder fo
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import errno
 import gzip
@@ -169,23 +168,6 @@ def open_text(path: str | os.PathLike) -> IO[str]:
         raise DataError(f"cannot open file ({exc.strerror or exc})", path=str(path)) from None
 
 
-@contextlib.contextmanager
-def reading(path: str | os.PathLike, line: list[int] | None = None) -> Iterator[None]:
-    """Turn what can go wrong while reading a text file into a DataError naming it (and the line reached, when
-    ``line`` is a one-item list the reader keeps up to date): bad UTF-8, a corrupt or truncated gzip, I/O."""
-    where = {"path": str(path)}
-    try:
-        yield
-    except UnicodeDecodeError as exc:
-        if line is not None:
-            where["line"] = line[0] + 1
-        raise DataError(f"not valid UTF-8 ({exc.reason} at byte {exc.start} of the decoded chunk)", **where) from None
-    except (OSError, EOFError, zlib.error) as exc:
-        if line is not None and line[0]:
-            where["line"] = line[0] + 1
-        raise DataError(f"cannot read file ({exc})", **where) from None
-
-
 def decode_line(raw: bytes, path: str | os.PathLike, lineno: int) -> str:
     """One line of a UTF-8 file (a BOM on the first line is dropped); bad bytes are a DataError with the line."""
     try:
@@ -193,7 +175,7 @@ def decode_line(raw: bytes, path: str | os.PathLike, lineno: int) -> str:
     except UnicodeDecodeError as exc:
         raise DataError(f"not valid UTF-8 (byte {exc.start + 1} of the line: {exc.reason})", path=str(path),
                         line=lineno) from None
-    return text[1:] if lineno == 1 and text.startswith(codecs.BOM_UTF8.decode("utf-8")) else text
+    return text[1:] if lineno == 1 and text.startswith("\ufeff") else text
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -209,11 +191,14 @@ def read_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """``(line_number, text)`` for every line of a UTF-8 text file (``*.gz`` un-gzipped); any decoding or
     reading failure is a DataError naming the file and the line."""
     path = Path(path)
-    lineno = [0]
-    with _open_binary(path) as handle, reading(path, lineno):
-        for raw in handle:
-            lineno[0] += 1
-            yield lineno[0], decode_line(raw, path, lineno[0])
+    lineno = 0
+    with _open_binary(path) as handle:
+        try:
+            for raw in handle:
+                lineno += 1
+                yield lineno, decode_line(raw, path, lineno)
+        except (OSError, EOFError, zlib.error) as exc:  # a truncated or corrupt gzip stream, an I/O error
+            raise DataError(f"cannot read file ({exc})", path=str(path), line=lineno + 1) from None
 
 
 def _surrogate(value: Any, where: str = "") -> tuple[str, str] | None:

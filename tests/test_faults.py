@@ -299,6 +299,9 @@ def test_a_missing_model_is_a_clear_error(small_beir, tmp_path, capsys):
     code, err = cli("index", "--model", str(tmp_path / "empty"), "--data", str(small_beir), "--output",
                     str(tmp_path / "idx"), capsys=capsys)
     assert code == 2 and "cannot load model" in err and str(tmp_path / "empty") in err, err
+    code, err = cli("index", "--model", "no-such-org/no-such-model", "--data", str(small_beir), "--output",
+                    str(tmp_path / "idx"), capsys=capsys)  # offline (HF_HUB_OFFLINE=1): not on the hub for us
+    assert code == 2 and "cannot load model 'no-such-org/no-such-model'" in err, err
     assert not (tmp_path / "idx").exists()
 
 
@@ -318,18 +321,17 @@ def test_the_refresh_worker_reports_a_vanished_corpus(small_beir, tiny_model_dir
 
 # --- SIGKILL at random moments (the fast part of scripts/faults/crash.py) ---------------------------------------
 
-@pytest.mark.parametrize(("command", "kills"), [("encode-cache", 2), ("train", 1)])
-def test_killed_commands_resume_to_the_uninterrupted_result(command, kills, scifact_dir, tmp_path_factory,
-                                                           monkeypatch):
-    """SIGKILL at seeded random moments (in time, or just after a checkpoint / shard appeared), rerun: the
-    result equals the uninterrupted run's (the same embeddings; the same step count and weights)."""
+def test_killed_encoding_resumes_to_the_uninterrupted_result(scifact_dir, tmp_path_factory):
+    """SIGKILL corpus encoding at two seeded random moments (in time, or just after a shard appeared), rerun: the
+    cached embeddings equal the uninterrupted run's, no shard is left behind. The other commands (mine, index,
+    refresh, train, torchrun) get 20 kills each in scripts/faults/crash.py: process start-up makes each kill
+    ~10 s, too slow for CI; half-written checkpoints are covered above without a kill."""
     from scripts.faults import crash
 
-    monkeypatch.setattr(crash, "TRAIN_ARGS", ["--max-steps", "12", *crash.TRAIN_ARGS[2:]])
-    root = tmp_path_factory.mktemp(f"crash-{command}")
-    inputs = crash.Inputs(tmp_path_factory.getbasetemp() / "crash-inputs").build(scifact_dir, 10, 150)
-    result = crash.run_command(command, root, inputs, kills=kills, seed=0)
-    assert result["kill_points"] == kills and result["trials"] >= 1, result
+    root = tmp_path_factory.mktemp("crash")
+    inputs = crash.Inputs(root / "inputs").build(scifact_dir, 10, 150)
+    result = crash.run_command("encode-cache", root, inputs, kills=2, seed=0)
+    assert result["kill_points"] == 2 and result["trials"] >= 1, result
     assert result["reruns_identical"] == result["trials"], json.dumps(result["details"], indent=1)[:3000]
 
 

@@ -34,6 +34,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
 DENSEKIT = [PY, "-m", "densekit.cli"]
+REF: dict[str, Path] = {}  # command name -> the folder of its uninterrupted reference run
 
 
 @dataclass
@@ -314,16 +315,21 @@ def run_to_end(command: Command, work: Path, inputs: Inputs, timeout: float = 18
 
 
 def snapshot(work: Path, watch: tuple[str, ...]) -> set[str]:
+    """Every file and folder under the watched folders (a new shard inside a cache folder counts, a checkpoint's
+    files count one by one), temporary files and the log left out."""
     seen = set()
     for folder in watch:
         base = work / folder
         if base.is_dir():
-            seen.update(str(p) for p in base.iterdir() if not p.name.startswith((".", "log.txt")))
+            seen.update(str(p) for p in (base.iterdir() if folder == "." else base.rglob("*"))
+                        if not p.name.startswith((".", "log.txt")))
     return seen
 
 
 def kill_once(command: Command, work: Path, inputs: Inputs, rng: random.Random, duration: float) -> dict:
-    """Start the command and SIGKILL it at a random moment; None-like record when it finished first."""
+    """Start the command and SIGKILL its process tree at a random moment (uniform over the reference run's
+    duration, or just after a new entry appeared in a watched folder); then check nothing half-written is visible.
+    The record says whether the kill landed (the command may have finished first)."""
     mode = rng.choice(["time", "event"]) if command.watch else "time"
     proc = start(command, work, inputs)
     began = time.perf_counter()
@@ -350,9 +356,6 @@ def kill_once(command: Command, work: Path, inputs: Inputs, rng: random.Random, 
     except AssertionError as exc:
         event["half_written_visible"] = str(exc)
     return event
-
-
-REF: dict[str, Path] = {}
 
 
 def trial(command: Command, work: Path, inputs: Inputs, rng: random.Random, duration: float, kills: int) -> dict:
@@ -397,6 +400,7 @@ def run_command(name: str, root: Path, inputs: Inputs, kills: int, seed: int, ma
         result = trial(command, root / name / f"trial-{len(trials)}", inputs, rng, duration, n)
         trials.append(result)
         landed += sum(k["killed"] for k in result["kills"])
+        (root / name / "progress.json").write_text(json.dumps({"kill_points": landed, "trials": trials}, indent=1))
         attempts += n
         shutil.rmtree(root / name / f"trial-{len(trials) - 1}", ignore_errors=True)
     return {"command": name, "argv": [str(a) for a in command.argv(Path("RUN"), inputs)],
@@ -407,9 +411,45 @@ def run_command(name: str, root: Path, inputs: Inputs, kills: int, seed: int, ma
             "details": trials}
 
 
+def vanishing_corpus(root: Path, inputs: Inputs, times: int, seed: int) -> dict:
+    """``densekit index`` while its corpus file is deleted at a random moment: it finishes with the reference
+    output (the corpus was read already), or fails with an error naming the corpus; never a traceback, never a
+    partial index."""
+    command = COMMANDS["index"]
+    rng, outcomes = random.Random(f"{seed}-vanish"), []
+    ref = root / "vanish" / "reference"
+    shutil.rmtree(ref, ignore_errors=True)
+    ref.mkdir(parents=True)
+    duration = run_to_end(command, ref, inputs)
+    for n in range(times):
+        work = root / "vanish" / f"run-{n}"
+        shutil.rmtree(work, ignore_errors=True)
+        beir = work / "beir"
+        shutil.copytree(inputs.beir, beir)
+        copy = Inputs(inputs.root)
+        copy.beir = beir
+        proc = start(command, work, copy)
+        delay = rng.uniform(0.0, duration)
+        time.sleep(delay)
+        (beir / "corpus.jsonl").unlink()
+        code = proc.wait(600)
+        log = (work / "log.txt").read_text()
+        if code == 0:
+            compare_index(work, ref)
+            outcome = "finished, identical index"
+        else:
+            assert code == 2 and str(beir) in log and "Traceback" not in log, log[-2000:]
+            assert not (work / "index").exists(), "a partial index after the error"
+            outcome = "clear error naming the corpus"
+        outcomes.append({"deleted_at_s": round(delay, 2), "exit": code, "outcome": outcome})
+        shutil.rmtree(work, ignore_errors=True)
+    return {"command": "index (corpus deleted mid-run)", "runs": times, "outcomes": outcomes}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--commands", nargs="+", default=list(DEFAULT_COMMANDS), choices=sorted(COMMANDS))
+    parser.add_argument("--commands", nargs="*", default=list(DEFAULT_COMMANDS), choices=sorted(COMMANDS),
+                        help="commands to kill (none: only --vanish)")
     parser.add_argument("--kills", type=int, default=20, help="kill points per command")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="runs/faults/crash-work")
@@ -417,10 +457,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scifact", default=str(REPO.parent / "shared" / "data" / "beir" / "scifact"))
     parser.add_argument("--queries", type=int, default=40, help="SciFact queries per split in the slice")
     parser.add_argument("--docs", type=int, default=600, help="documents in the slice")
+    parser.add_argument("--vanish", type=int, default=0, help="also run densekit index N times with its corpus "
+                                                                 "deleted at a random moment")
     args = parser.parse_args(argv)
     root = Path(args.work).resolve()
     inputs = Inputs(root / "inputs").build(Path(args.scifact), args.queries, args.docs)
     results = []
+    if args.vanish:
+        results.append(vanishing_corpus(root, inputs, args.vanish, args.seed))
+        print(f"vanishing corpus: {results[-1]['outcomes']}", flush=True)
     for name in args.commands:
         started = time.perf_counter()
         result = run_command(name, root, inputs, args.kills, args.seed)
@@ -430,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['trials']} reruns equal the uninterrupted run ({result['seconds']} s)", flush=True)
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps({"seed": args.seed, "results": results}, indent=2))
-    return 0 if all(r["reruns_identical"] == r["trials"] for r in results) else 1
+    return 0 if all(r.get("reruns_identical") == r.get("trials") for r in results) else 1
 
 
 if __name__ == "__main__":
