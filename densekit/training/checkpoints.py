@@ -80,22 +80,43 @@ def checkpoint_problem(folder: Path) -> str | None:
     return None
 
 
-def last_complete_checkpoint(folder: str | os.PathLike, remove_incomplete: bool = True) -> str | None:
+def missing_rng_states(folder: Path, world_size: int) -> str | None:
+    """Which per-process RNG files a ``world_size``-process run lacks in ``folder``: every process saves its own,
+    with no barrier before rank 0 writes ``trainer_state.json``, so a kill can leave a checkpoint that looks whole
+    but would resume process k with a fresh RNG (training then leaves the uninterrupted run's path)."""
+    if world_size <= 1:
+        return None
+    missing = [f"rng_state_{i}.pth" for i in range(world_size) if not (folder / f"rng_state_{i}.pth").is_file()]
+    return f"no {', '.join(missing)} (that process had not finished saving)" if missing else None
+
+
+def last_complete_checkpoint(folder: str | os.PathLike, remove_incomplete: bool = True,
+                             world_size: int = 1) -> str | None:
     """The newest complete ``checkpoint-N`` in ``folder`` (None when there is none); newer incomplete ones are
-    logged as skipped and, with ``remove_incomplete``, deleted."""
+    logged as skipped and, with ``remove_incomplete``, deleted. A checkpoint that lacks only the RNG state of some of
+    ``world_size`` processes is skipped but kept; when every checkpoint lacks it (the run had another number of
+    processes), the newest is used, as Hugging Face would, with a warning."""
     folder = Path(folder)
     if not folder.is_dir():
         return None
     found = sorted(((int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := CHECKPOINT.match(p.name))),
                    reverse=True)
-    chosen = None
+    fallback = None
     for _, path in found:
         problem = checkpoint_problem(path)
         if problem is None:
-            chosen = path
-            break
+            rng = missing_rng_states(path, world_size)
+            if rng is None:
+                return str(path)
+            logger.warning("skipping checkpoint %s: %s (kept)", path, rng)
+            fallback = fallback or path
+            continue
         logger.warning("skipping incomplete checkpoint %s: %s%s", path, problem,
                        " (removed)" if remove_incomplete else "")
         if remove_incomplete:
             shutil.rmtree(path, ignore_errors=True)
-    return str(chosen) if chosen is not None else None
+    if fallback is not None:
+        logger.warning("no checkpoint holds the RNG state of all %d processes (was the run started with another "
+                       "number?); resuming from %s without it", world_size, fallback)
+        return str(fallback)
+    return None

@@ -155,8 +155,8 @@ def build_trainer(config: TrainConfig, callbacks: list | None = None) -> Trainin
     checkpoints = Path(args.output_dir)
     # the newest checkpoint that is whole (a kill while saving leaves a half-written newest one); rank 0 removes
     # the half-written ones so that the trainer never loads, rotates or overwrites them
-    last = last_complete_checkpoint(checkpoints, remove_incomplete=args.process_index == 0) \
-        if config.model.resume else None
+    last = last_complete_checkpoint(checkpoints, remove_incomplete=args.process_index == 0,
+                                    world_size=args.world_size) if config.model.resume else None
     if last:
         logger.info("resuming from %s", last)
     callbacks = [*setup.callbacks, *(callbacks or [])]

@@ -202,16 +202,18 @@ def compare_train(run: Path, ref: Path, inputs: Inputs | None = None) -> dict:
         figures["ndcg_at_10"] = test_ndcg(run / "model", inputs.beir)
         figures["reference_ndcg_at_10"] = test_ndcg(ref / "model", inputs.beir)
         assert abs(figures["ndcg_at_10"] - figures["reference_ndcg_at_10"]) <= 0.01, figures
-    assert diff <= 1e-5, f"resumed model differs from the uninterrupted one by {diff}"
+    assert diff <= 1e-5, f"resumed model differs from the uninterrupted one by {diff} ({figures})"
     return figures
 
 
 def partial_train(run: Path, ref: Path) -> None:
-    from densekit.training.checkpoints import checkpoint_problem
+    from densekit.training.checkpoints import checkpoint_problem, missing_rng_states
 
     if (run / "model").exists():  # the model folder appears whole or not at all
         assert (run / "model" / "densekit_train.json").is_file() and (run / "model" / "model.safetensors").is_file()
-    broken = [p.name for p in (run / "model.checkpoints").glob("checkpoint-*") if checkpoint_problem(p)]
+    checkpoints = list((run / "model.checkpoints").glob("checkpoint-*"))
+    world = 2 if any((p / "rng_state_0.pth").exists() for p in checkpoints) else 1  # train-torchrun runs 2
+    broken = [p.name for p in checkpoints if checkpoint_problem(p) or missing_rng_states(p, world)]
     if broken:
         (run / "half_written_checkpoints.txt").write_text("\n".join(broken))
 
