@@ -322,9 +322,12 @@ def snapshot(work: Path, watch: tuple[str, ...]) -> set[str]:
     seen = set()
     for folder in watch:
         base = work / folder
-        if base.is_dir():
-            seen.update(str(p) for p in (base.iterdir() if folder == "." else base.rglob("*"))
-                        if not p.name.startswith((".", "log.txt")))
+        if folder == ".":
+            names = [p.name for p in base.iterdir()]
+            seen.update(str(base / n) for n in names if not n.startswith((".", "log.txt")))
+            continue
+        for parent, dirs, files in os.walk(base):  # the command deletes as it goes: os.walk skips what vanished
+            seen.update(os.path.join(parent, n) for n in dirs + files if not n.startswith("."))
     return seen
 
 
