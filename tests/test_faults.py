@@ -122,6 +122,42 @@ def test_a_run_killed_while_saving_resumes_from_the_last_whole_checkpoint(traine
     assert "skipping incomplete checkpoint" in caplog.text
 
 
+def test_a_run_resumed_mid_epoch_under_torchrun_draws_the_uninterrupted_batches():
+    """Resumed in the middle of epoch 2 under torchrun, the loader is accelerate's batch skipper around its shard
+    around the sampler, and neither forwards ``set_epoch``: without EpochToSampler the sampler shuffles with epoch
+    0's order (what the torchrun kill trials found); with it, process 1 gets the uninterrupted run's batches."""
+    import torch
+    from accelerate.data_loader import BatchSamplerShard, DataLoaderShard, skip_first_batches
+    from datasets import Dataset
+    from transformers import TrainerState
+
+    from densekit.training.sampler_epoch import EpochToSampler
+
+    try:  # sentence-transformers >= 6 moved the samplers into ``base``
+        from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
+    except ImportError:  # pragma: no cover - older sentence-transformers
+        from sentence_transformers.sampler import NoDuplicatesBatchSampler
+
+    rows = Dataset.from_dict({"anchor": [f"query {i}" for i in range(48)], "positive": [f"doc {i}" for i in range(48)]})
+
+    def loader() -> DataLoaderShard:  # what the trainer builds on process 1 of 2 (densekit's default sampler)
+        sampler = NoDuplicatesBatchSampler(rows, batch_size=4, drop_last=True, generator=torch.Generator(), seed=7)
+        return DataLoaderShard(rows, batch_sampler=BatchSamplerShard(sampler, num_processes=2, process_index=1),
+                               collate_fn=lambda batch: [row["anchor"] for row in batch])
+
+    def epoch_begins(dataloader: DataLoaderShard, epoch: float) -> None:
+        EpochToSampler().on_epoch_begin(None, TrainerState(epoch=epoch), None, train_dataloader=dataloader)
+
+    uninterrupted = loader()
+    epoch_begins(uninterrupted, 2.0)
+    batches = list(uninterrupted)
+    assert len(batches) == 6 and batches != list(loader())  # epoch 2's order is not epoch 0's
+    assert list(skip_first_batches(loader(), 3)) != batches[3:]  # the trainer's own path: epoch 0's order
+    resumed = loader()
+    epoch_begins(resumed, 2.5)  # the checkpoint's epoch, mid-way through epoch 2
+    assert list(skip_first_batches(resumed, 3)) == batches[3:]
+
+
 # --- damaged cache files -------------------------------------------------------------------------------------------
 
 class Interrupted(Exception):

@@ -138,6 +138,7 @@ def build_trainer(config: TrainConfig, callbacks: list | None = None) -> Trainin
 
     from densekit.models import load_model
     from densekit.training.checkpoints import last_complete_checkpoint
+    from densekit.training.sampler_epoch import EpochToSampler
 
     mode = get_mode(config.mode.mode)
     mode.check(config)
@@ -159,11 +160,7 @@ def build_trainer(config: TrainConfig, callbacks: list | None = None) -> Trainin
                                     world_size=args.world_size) if config.model.resume else None
     if last:
         logger.info("resuming from %s", last)
-    callbacks = [*setup.callbacks, *(callbacks or [])]
-    if config.batch.cluster_batches:
-        from densekit.training.cluster_batching import EpochToSampler
-
-        callbacks.append(EpochToSampler())
+    callbacks = [*setup.callbacks, *(callbacks or []), EpochToSampler()]
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=setup.dataset, loss=setup.loss,
                                          evaluator=dev.evaluator if dev else None, data_collator=setup.data_collator,
                                          callbacks=callbacks or None)

@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
 DENSEKIT = [PY, "-m", "densekit.cli"]
 REF: dict[str, Path] = {}  # command name -> the folder of its uninterrupted reference run
+REF_ENTRIES: dict[str, int] = {}  # command name -> entries that appeared in its watched folders during that run
 
 
 @dataclass
@@ -304,11 +305,17 @@ def kill_tree(proc: subprocess.Popen) -> int:
     return len(victims)
 
 
-def run_to_end(command: Command, work: Path, inputs: Inputs, timeout: float = 1800) -> float:
+def run_to_end(command: Command, work: Path, inputs: Inputs, timeout: float = 1800,
+               seen: set[str] | None = None) -> float:
+    """Run the command to completion (AssertionError unless it exits 0); with ``seen``, collect every entry that
+    appears in its watched folders meanwhile (checkpoints and shards are deleted by the end)."""
     start_time = time.perf_counter()
     proc = start(command, work, inputs)
     try:
-        code = proc.wait(timeout)
+        while seen is not None and proc.poll() is None and time.perf_counter() - start_time < timeout:
+            seen.update(snapshot(work, command.watch))
+            time.sleep(0.01)
+        code = proc.wait(max(1.0, timeout - (time.perf_counter() - start_time)))
     except subprocess.TimeoutExpired:
         kill_tree(proc)
         raise AssertionError(f"{command.name} did not finish within {timeout} s") from None
@@ -337,25 +344,30 @@ def kill_once(command: Command, work: Path, inputs: Inputs, rng: random.Random, 
     The record says whether the kill landed (the command may have finished first)."""
     mode = rng.choice(["time", "event"]) if command.watch else "time"
     proc = start(command, work, inputs)
-    began = time.perf_counter()
+    began, detail = time.perf_counter(), {}
     if mode == "time":
         delay = rng.uniform(0.15 * duration, 1.05 * duration)
         while time.perf_counter() - began < delay and proc.poll() is None:
             time.sleep(0.005)
     else:
-        before, skip = snapshot(work, command.watch), rng.randint(0, 3)
+        # which new entry to wait for: uniform over those that appeared during the reference run (so every
+        # checkpoint / shard gets kills, not only the first), less those already here from an earlier kill
+        before = snapshot(work, command.watch)
+        skip = rng.randint(0, max(3, REF_ENTRIES[command.name] - len(before) - 1))
+        detail = {"after_new_entries": skip + 1}
         deadline = began + 1.5 * duration
+        appeared: set[str] = set()  # kept: old checkpoints are rotated away as new ones come
         while time.perf_counter() < deadline and proc.poll() is None:
-            now = snapshot(work, command.watch)
-            if len(now - before) > skip:
+            appeared |= snapshot(work, command.watch) - before
+            if len(appeared) > skip:
                 break
             time.sleep(0.003)
         time.sleep(rng.uniform(0.0, 0.25))
     at = time.perf_counter() - began
     if proc.poll() is not None:
-        return {"mode": mode, "at_s": round(at, 3), "killed": False, "exit": proc.returncode}
+        return {"mode": mode, **detail, "at_s": round(at, 3), "killed": False, "exit": proc.returncode}
     killed = kill_tree(proc)
-    event = {"mode": mode, "at_s": round(at, 3), "killed": True, "processes": killed}
+    event = {"mode": mode, **detail, "at_s": round(at, 3), "killed": True, "processes": killed}
     try:
         command.partial(work, REF[command.name])
     except AssertionError as exc:
@@ -395,8 +407,9 @@ def run_command(name: str, root: Path, inputs: Inputs, kills: int, seed: int, ma
     ref.mkdir(parents=True)
     if command.prepare:
         command.prepare(ref, inputs)
-    duration = run_to_end(command, ref, inputs)
-    REF[name] = ref
+    seen: set[str] = set()
+    duration = run_to_end(command, ref, inputs, seen=seen)
+    REF[name], REF_ENTRIES[name] = ref, len(seen)
     extra = command.compare(ref, ref, inputs) or {}
     rng = random.Random(f"{seed}-{name}")
     trials, landed, attempts = [], 0, 0
@@ -409,7 +422,8 @@ def run_command(name: str, root: Path, inputs: Inputs, kills: int, seed: int, ma
         attempts += n
         shutil.rmtree(root / name / f"trial-{len(trials) - 1}", ignore_errors=True)
     return {"command": name, "argv": [str(a) for a in command.argv(Path("RUN"), inputs)],
-            "reference_s": round(duration, 2), "kill_points": landed, "trials": len(trials),
+            "reference_s": round(duration, 2), "reference_entries": REF_ENTRIES[name], "kill_points": landed,
+            "trials": len(trials),
             "reruns_identical": sum("mismatch" not in t for t in trials),
             "half_written_checkpoints_seen": sum(len(t["half_written_checkpoints_seen"]) for t in trials),
             "stale_temp_files": sum(len(t["stale_temp_files"]) for t in trials), "reference": extra,
