@@ -5,7 +5,8 @@ seeded trials: each trial starts the command in a fresh folder, SIGKILLs its who
 workers included: they live in their own sessions) one to three times, and after every kill checks that no
 output name holds a half-written file; then it reruns the same command to completion and compares the outputs
 with the reference. Kill moments are half uniform in time over the reference run, half "just after something
-appeared" in the folders the command writes (a checkpoint, a cache shard), where half-written state lives.
+appeared" in the folders the command writes (a checkpoint file, a cache shard), where half-written state lives: the
+n-th new entry, n uniform over the entries the reference run wrote, so every checkpoint of a run gets kills.
 
     python scripts/faults/crash.py --kills 20 --seed 0 --output runs/faults/crash.json       # every command
     python scripts/faults/crash.py --commands mine index --kills 4                          # some of them

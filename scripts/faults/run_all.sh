@@ -2,7 +2,7 @@
 # The long reliability checks (docs/reliability.md), figures as JSON under runs/faults/:
 #   crash recovery (20 SIGKILLs per command, every rerun compared with an uninterrupted run), SIGKILL to torchrun
 #   alone, the readers' fuzzing at 20x CI's examples, and the server's 10-minute soak (+ schemathesis at length and a
-#   crowd of 2,000 slow / idle connections). One to two hours on a 2-core machine.
+#   crowd of 2,000 slow / idle connections). Two to three hours on a 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . .venv/bin/activate
