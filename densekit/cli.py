@@ -67,6 +67,12 @@ def load_config(path: str, command: str) -> dict[str, Any]:
         raise ConfigError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:  # a folder, no permission
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML (nested too deeply)") from None
+    except ValueError as exc:  # a value PyYAML cannot build, e.g. an integer of more than 4300 digits
+        raise ConfigError(f"{path}: invalid YAML value ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values")
     if isinstance(data.get(command), dict):
@@ -87,10 +93,16 @@ def resolve(module: ModuleType, parsed: argparse.Namespace) -> list[Any]:
     for layer in layers:
         for cls, values in layer.items():
             merged[cls].update(values)
-    return [options.build(cls, merged[cls]) for cls in classes]
+    from_file = layers[0] if parsed.config else {}
+    # a value the config file gave that __post_init__ refuses: the error names the file too
+    return [options.build(cls, merged[cls], where=f"{parsed.config}: " if from_file.get(cls) else "")
+            for cls in classes]
 
 
 def main(argv: list[str] | None = None) -> int:
+    from densekit.lifecycle import bind_to_launcher
+
+    bind_to_launcher()  # a torchrun worker dies with torchrun (its own session would keep it running)
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     parsed = parser.parse_args(argv)
@@ -105,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except OSError as exc:  # the file system said no somewhere a DensekitError does not cover: say it plainly
+        logging.getLogger(__name__).debug("traceback", exc_info=True)
+        print(f"densekit {parsed.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -23,3 +23,12 @@ class DataError(DensekitError, ValueError):
 
 class ConfigError(DensekitError, ValueError):
     """A bad option, config key or strategy name."""
+
+
+class OutputError(DensekitError):
+    """An output cannot be written (read-only folder, disk full, ...): names the path; what was there before is
+    left as it was."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path is not None else message)

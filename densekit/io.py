@@ -7,17 +7,24 @@ Every output densekit writes goes through a temporary file in the same folder fo
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import gzip
 import json
 import os
+import re
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from densekit.errors import DataError
+from densekit.errors import DataError, OutputError
+
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+# errors that mean "this output cannot be written here", whatever line of the writing code raised them
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
 def _umask() -> int:
@@ -26,25 +33,74 @@ def _umask() -> int:
     return mask
 
 
+def _output_error(exc: OSError, path: Path, what: str = "cannot write",
+                  after: str = "; nothing under this name was changed") -> OutputError:
+    return OutputError(f"{what} ({exc.strerror or exc}){after}", path=str(path))
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
-    """Open a temporary sibling of ``path``; on success rename it over ``path``."""
+    """Open a temporary sibling of ``path``; on success rename it over ``path``.
+
+    A write that fails (disk full, read-only folder, file size limit) is an :class:`OutputError` naming ``path``;
+    the temporary file is removed and whatever ``path`` held before is untouched.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any other output
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any other output
+    except OSError as exc:
+        raise _output_error(exc, path) from None
     binary = "b" in mode
     try:
+        ours = False  # an OSError raised by the caller's block is the caller's, unless it is a write failure
         with open(tmp, mode, encoding=None if binary else encoding) as handle:
             yield handle
+            ours = True
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if ours or exc.errno in WRITE_ERRNOS:
+            raise _output_error(exc, path) from None
+        raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def ensure_writable(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create ``folder`` if needed and check a file can be created in it, before any long work starts."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".densekit-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _output_error(exc, folder, f"cannot write to this {what}", after="") from None
+    return folder
+
+
+def raise_if_disk_full(exc: BaseException, folder: str | os.PathLike) -> None:
+    """Re-raise ``exc`` as an OutputError naming ``folder`` when the disk it lives on is (nearly) full: libraries
+    that save through their own writers (torch.save, safetensors, FAISS) report a full disk as a RuntimeError such
+    as "unexpected pos 8768 vs 8660", which says nothing of the cause."""
+    probe = Path(folder)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        usage = shutil.disk_usage(probe)
+    except OSError:
+        return
+    if usage.free < max(16 << 20, usage.total // 50) or getattr(exc, "errno", None) in WRITE_ERRNOS:
+        raise OutputError(f"cannot write: the disk is full ({usage.free} bytes free of {usage.total}) - {exc}; "
+                          "free space and rerun the same command", path=str(folder)) from exc
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -67,13 +123,21 @@ def atomic_write_jsonl(path: str | os.PathLike, records: Any) -> int:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Build a folder under a temporary name; it replaces ``path`` only when the block succeeds."""
+    """Build a folder under a temporary name; it replaces ``path`` only when the block succeeds.
+
+    A write failure (disk full, read-only folder) inside the block is an :class:`OutputError` naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    os.chmod(tmp, 0o777 & ~_umask())
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+        os.chmod(tmp, 0o777 & ~_umask())
+    except OSError as exc:
+        raise _output_error(exc, path) from None
+    try:
+        ours = False
         yield tmp
+        ours = True
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -82,6 +146,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if ours or exc.errno in WRITE_ERRNOS:
+            raise _output_error(exc, path) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -102,30 +171,92 @@ def locked(path: str | os.PathLike) -> Iterator[None]:
 def open_text(path: str | os.PathLike) -> IO[str]:
     """Open a text file, transparently un-gzipping ``*.gz``."""
     path = Path(path)
-    if not path.exists():
-        raise DataError("file not found", path=str(path))
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+    try:
+        if path.suffix == ".gz":
+            return gzip.open(path, "rt", encoding="utf-8")
+        return open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError("file not found", path=str(path)) from None
+    except OSError as exc:  # a folder, no permission, ...
+        raise DataError(f"cannot open file ({exc.strerror or exc})", path=str(path)) from None
+
+
+def decode_line(raw: bytes, path: str | os.PathLike, lineno: int) -> str:
+    """One line of a UTF-8 file (a BOM on the first line is dropped); bad bytes are a DataError with the line."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not valid UTF-8 (byte {exc.start + 1} of the line: {exc.reason})", path=str(path),
+                        line=lineno) from None
+    return text[1:] if lineno == 1 and text.startswith("\ufeff") else text
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    try:
+        return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    except FileNotFoundError:
+        raise DataError("file not found", path=str(path)) from None
+    except OSError as exc:
+        raise DataError(f"cannot open file ({exc.strerror or exc})", path=str(path)) from None
+
+
+def read_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """``(line_number, text)`` for every line of a UTF-8 text file (``*.gz`` un-gzipped); any decoding or
+    reading failure is a DataError naming the file and the line."""
+    path = Path(path)
+    lineno = 0
+    with _open_binary(path) as handle:
+        try:
+            for raw in handle:
+                lineno += 1
+                yield lineno, decode_line(raw, path, lineno)
+        except (OSError, EOFError, zlib.error) as exc:  # a truncated or corrupt gzip stream, an I/O error
+            raise DataError(f"cannot read file ({exc})", path=str(path), line=lineno + 1) from None
+
+
+def _surrogate(value: Any, where: str = "") -> tuple[str, str] | None:
+    """The (field, character) of the first string in ``value`` holding an unpaired surrogate, if any."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return where, value[exc.start]
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _surrogate(key, where) if isinstance(key, str) else None
+        found = found or _surrogate(item, f"{where}[{key}]" if isinstance(key, int) else
+                                    f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
+def parse_json_line(line: str, path: str | os.PathLike, lineno: int) -> Any:
+    """One JSON value; an unpaired surrogate escape (``"\\ud800"``: not text, and refused by tokenizers and by
+    every UTF-8 writer later, far from this line) is refused here, naming the field."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"invalid JSON ({exc.msg} at column {exc.colno})", path=str(path), line=lineno) from None
+    except RecursionError:
+        raise DataError("invalid JSON (nested too deeply)", path=str(path), line=lineno) from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise DataError(f"invalid JSON ({exc})", path=str(path), line=lineno) from None
+    found = _surrogate(obj) if _ESCAPED_SURROGATE.search(line) else None
+    if found:
+        raise DataError(f"unpaired surrogate {found[1]!r}: not valid Unicode text", path=str(path), line=lineno,
+                        field=found[0] or None)
+    return obj
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` for each non-blank line; bad JSON is a DataError with the line."""
-    with open_text(path) as handle:
-        try:
-            for lineno, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"invalid JSON ({exc.msg} at column {exc.colno})",
-                                    path=str(path), line=lineno) from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"expected a JSON object, got {type(obj).__name__}",
-                                    path=str(path), line=lineno)
-                yield lineno, obj
-        except UnicodeDecodeError as exc:
-            raise DataError(f"not valid UTF-8 ({exc.reason})", path=str(path)) from None
-        except (OSError, EOFError) as exc:
-            raise DataError(f"cannot read file ({exc})", path=str(path)) from None
+    for lineno, line in read_lines(path):
+        if not line.strip():
+            continue
+        obj = parse_json_line(line, path, lineno)
+        if not isinstance(obj, dict):
+            raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=str(path), line=lineno)
+        yield lineno, obj
+

@@ -38,9 +38,19 @@ def resolve_model(name_or_path: str) -> str:
 
 
 def load_model(name_or_path: str, device: str | None = None, max_seq_length: int | None = None):
+    """A SentenceTransformer; a model that is not there (or not a model) is a ConfigError naming it."""
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(resolve_model(name_or_path), device=device)
+    from densekit.errors import ConfigError
+
+    resolved = resolve_model(name_or_path)
+    if str(name_or_path).startswith(("/", ".", "~")) and not Path(resolved).is_dir():
+        raise ConfigError(f"model folder not found: {name_or_path}")
+    try:
+        model = SentenceTransformer(resolved, device=device)
+    except (OSError, ValueError) as exc:  # not on the hub / offline, a folder that holds no model
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot load model '{name_or_path}' ({first})") from None
     if max_seq_length:
         model.max_seq_length = max_seq_length
     return model

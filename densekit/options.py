@@ -352,7 +352,9 @@ def build(cls: type, values: Mapping[str, Any], where: str = "") -> Any:
         raise ConfigError(f"{where}missing required option{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     try:
         return cls(**values)
-    except ConfigError:
+    except ConfigError as exc:
+        if where and not str(exc).startswith(where):
+            raise ConfigError(f"{where}{exc}") from None
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}{exc}") from None

@@ -75,9 +75,20 @@ def test_gathered_step_equals_the_full_batch_step(name, tiny_float_model, step_d
         assert abs(local - loss) > 1e-3  # without gathering: fewer negatives per query, another loss
 
 
-def compare_with_one_process(common: list[str], two_flags: list[str], tmp_path: Path):
+def accelerate_launch(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``accelerate launch --multi_gpu --num_processes 2`` (on a CPU machine: 2 gloo workers, as torchrun)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(free_port()), *args]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def compare_with_one_process(common: list[str], two_flags: list[str], tmp_path: Path, launch=None):
     """Train with ``torchrun`` (2 processes) and alone (batch 8); the records and loss curves of both."""
-    torchrun("-m", "densekit.cli", "train", *common, *two_flags, "--output", str(tmp_path / "two"))
+    (launch or torchrun)("-m", "densekit.cli", "train", *common, *two_flags, "--output", str(tmp_path / "two"))
     single = subprocess.run([sys.executable, "-m", "densekit.cli", "train", *common, "--batch-size", "8", "--output",
                              str(tmp_path / "one")], env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
                             capture_output=True, text=True, timeout=600)
@@ -119,6 +130,12 @@ def test_two_process_train_follows_the_one_process_run(extra, nodrop_model, trai
     compare_with_one_process(common, ["--batch-size", "4"], tmp_path)
     # one model folder, written once; the checkpoints were removed by rank 0 after it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
+
+
+def test_accelerate_launch_trains_like_torchrun(nodrop_model, training_rows, tmp_path):
+    common = ["--model", nodrop_model, "--data", str(training_rows), "--max-steps", "4", "--logging-steps", "1",
+              "--save-steps", "1000", "--learning-rate", "1e-3"]
+    compare_with_one_process(common, ["--batch-size", "4"], tmp_path, launch=accelerate_launch)
 
 
 def test_cluster_sampler_deals_one_global_batch_per_step(monkeypatch):

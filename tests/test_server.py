@@ -324,9 +324,16 @@ def test_openapi_request_schemas_are_the_pydantic_models(served, model):
         body = spec["paths"][path]["post"]["requestBody"]
         assert body["required"] is True
         assert body["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{model_class.__name__}"}
-        # FastAPI serves the spec without None values (exclude_none), so without the models' "default": null
-        assert components[model_class.__name__] == jsonable_encoder(model_class.model_json_schema(),
-                                                                    exclude_none=True), path
+        # FastAPI serves the spec without None values (exclude_none), so without the models' "default": null;
+        # the search schema also states this server's limits (so that schema-valid requests are accepted)
+        expected = jsonable_encoder(model_class.model_json_schema(), exclude_none=True)
+        if model_class is SearchRequest:
+            config = ServerConfig()
+            expected["properties"]["k"]["maximum"] = config.max_k
+            expected["properties"]["query"]["maxLength"] = config.max_query_chars
+            expected["properties"]["queries"]["maxItems"] = config.max_queries
+            expected["properties"]["queries"]["items"]["maxLength"] = config.max_query_chars
+        assert components[model_class.__name__] == expected, path
         responses = spec["paths"][path]["post"]["responses"]
         assert {"400", "401", "403", "413", "415", "422"} <= set(responses), path
         for status in ("400", "413", "415", "422"):  # {"detail": "..."}, not FastAPI's list of errors

@@ -88,11 +88,12 @@ def run(opts: IndexOptions, encoder: EncoderOptions, scale: ScaleOptions) -> int
     from pathlib import Path
 
     from densekit.data.beir import load_beir
-    from densekit.io import atomic_write_json
+    from densekit.io import atomic_write_json, ensure_writable
     from densekit.models import describe_model
     from densekit.retrieval.build import build_index_folder, folder_bytes
     from densekit.retrieval.index import DenseIndex
 
+    ensure_writable(Path(opts.output).parent)  # fail now, not after encoding
     dataset = load_beir(opts.data, split=None, stream=scale.stream, cache_dir=encoder.cache)
     model = encoder.load(opts.model)
     vectors = index_vectors(opts, encoder, scale, dataset, model)

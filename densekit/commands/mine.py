@@ -68,11 +68,13 @@ def mining_record(files: MineFiles, config: MineConfig, count: int) -> dict:
 def run(files: MineFiles, config: MineConfig, denoise: DenoiseConfig, encoder: EncoderOptions,
         scale: ScaleOptions) -> int:
     from dataclasses import replace
+    from pathlib import Path
 
     from densekit.data.beir import load_beir
-    from densekit.io import atomic_write_json, atomic_write_jsonl
+    from densekit.io import atomic_write_json, atomic_write_jsonl, ensure_writable
     from densekit.mining.miner import mine
 
+    ensure_writable(Path(files.output).parent)  # fail now, not after mining
     config = replace(config, denoise=denoise, cache_dir=encoder.cache,
                      retriever_options=with_encoder(config, files.model, encoder, scale))
     config.validate()

@@ -45,6 +45,7 @@ def run(opts: ServeOptions, config: ServerConfig, encoder: EncoderOptions) -> in
 
     from densekit.retrieval.searcher import Searcher
     from densekit.serving.app import create_app
+    from densekit.serving.protocol import protocol_with_deadline
     from densekit.serving.state import use_mmap
 
     if opts.threads is not None:
@@ -59,5 +60,6 @@ def run(opts: ServeOptions, config: ServerConfig, encoder: EncoderOptions) -> in
         logger.warning("serving on %s without an API key: anyone who can reach it can search and swap indexes",
                        opts.host)
     # one process: the model and index are loaded once; concurrency comes from the micro-batcher
-    uvicorn.run(app, host=opts.host, port=opts.port, log_level="warning", timeout_graceful_shutdown=10)
+    uvicorn.run(app, host=opts.host, port=opts.port, log_level="warning", timeout_graceful_shutdown=10,
+                http=protocol_with_deadline(config.read_timeout))
     return 0

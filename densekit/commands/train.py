@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from densekit.training.config import OPTION_GROUPS, TrainConfig
 
 NAME = "train"
@@ -14,5 +16,6 @@ def run(*groups) -> int:
     from densekit.training.train import train
 
     path = train(TrainConfig(*groups))
-    print(f"model written to {path}")
+    if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not per process
+        print(f"model written to {path}")
     return 0

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from densekit.errors import DataError
-from densekit.io import open_text, read_jsonl
+from densekit.io import read_jsonl, read_lines
 
 # Public mirror used by the BEIR benchmark itself.
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
@@ -90,6 +90,8 @@ def load_queries(path: str | os.PathLike) -> Queries:
     queries: Queries = {}
     for lineno, obj in read_jsonl(path):
         qid = _require_str(obj, "_id", path, lineno)
+        if qid in queries:
+            raise DataError(f"duplicate query id '{qid}'", path=str(path), line=lineno, field="_id")
         queries[qid] = _require_str(obj, "text", path, lineno)
     if not queries:
         raise DataError("no queries", path=str(path))
@@ -101,28 +103,34 @@ def load_qrels(path: str | os.PathLike, corpus: Mapping[str, dict[str, str]] | N
     """Read a ``query-id<TAB>corpus-id<TAB>score`` file (header optional); ids are checked when given."""
     path = Path(path)
     qrels: Qrels = {}
-    with open_text(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").rstrip("\r").split("\t")
-            if lineno == 1 and parts[0] in ("query-id", "query_id", "qid"):
-                continue
-            if len(parts) == 4:  # TREC style: qid Q0 docid rel
-                parts = [parts[0], parts[2], parts[3]]
-            if len(parts) != 3:
-                raise DataError(f"expected 3 tab-separated columns, found {len(parts)}", path=str(path), line=lineno)
-            qid, doc_id, score = parts
-            try:
-                rel = int(float(score))
-            except ValueError:
-                raise DataError(f"score '{score}' is not a number", path=str(path), line=lineno,
-                                field="score") from None
-            if queries is not None and qid not in queries:
-                raise DataError(f"unknown query id '{qid}'", path=str(path), line=lineno, field="query-id")
-            if corpus is not None and doc_id not in corpus:
-                raise DataError(f"unknown document id '{doc_id}'", path=str(path), line=lineno, field="corpus-id")
-            qrels.setdefault(qid, {})[doc_id] = rel
+    for lineno, line in read_lines(path):
+        if not line.strip():
+            continue
+        parts = line.rstrip("\n").rstrip("\r").split("\t")
+        if lineno == 1 and parts[0] in ("query-id", "query_id", "qid"):
+            continue
+        if len(parts) == 4:  # TREC style: qid Q0 docid rel
+            parts = [parts[0], parts[2], parts[3]]
+        if len(parts) != 3:
+            raise DataError(f"expected 3 tab-separated columns, found {len(parts)}", path=str(path), line=lineno)
+        qid, doc_id, score = parts
+        for name, value in (("query-id", qid), ("corpus-id", doc_id)):
+            if not value.strip():
+                raise DataError("empty id", path=str(path), line=lineno, field=name)
+        try:
+            rel = int(float(score))
+        except (ValueError, OverflowError):  # "x", "nan"; "inf", "1e400"
+            raise DataError(f"score '{score[:40]}' is not a finite number", path=str(path), line=lineno,
+                            field="score") from None
+        if queries is not None and qid not in queries:
+            raise DataError(f"unknown query id '{qid}'", path=str(path), line=lineno, field="query-id")
+        if corpus is not None and doc_id not in corpus:
+            raise DataError(f"unknown document id '{doc_id}'", path=str(path), line=lineno, field="corpus-id")
+        judged = qrels.setdefault(qid, {})
+        if judged.get(doc_id, rel) != rel:
+            raise DataError(f"query '{qid}' judges document '{doc_id}' twice, {judged[doc_id]} and then {rel}",
+                            path=str(path), line=lineno, field="score")
+        judged[doc_id] = rel
     if not qrels:
         raise DataError("no judgments", path=str(path))
     return qrels

@@ -125,6 +125,8 @@ def _number(value: object, path: str, line: int | None, name: str, kind: type = 
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DataError(f"expected a number, got {type(value).__name__}", path=path, line=line, field=name)
+    if kind is int and not (isinstance(value, int) or value.is_integer()):
+        raise DataError(f"expected a whole number, got {value}", path=path, line=line, field=name)
     return kind(value)
 
 
@@ -139,13 +141,20 @@ def _negative(value: object, path: str, line: int | None, name: str) -> Negative
     doc_id = value.get("doc_id")
     if doc_id is not None and (isinstance(doc_id, bool) or not isinstance(doc_id, str | int)):
         raise DataError("expected a string id", path=path, line=line, field=f"{name}.doc_id")
+    source, cluster = value.get("source"), value.get("cluster")
+    if source is not None and not isinstance(source, str):
+        raise DataError(f"expected a string, got {type(source).__name__}", path=path, line=line,
+                        field=f"{name}.source")
+    if cluster is not None and (isinstance(cluster, bool) or not isinstance(cluster, int)):
+        raise DataError(f"expected an integer cluster id, got {type(cluster).__name__}", path=path, line=line,
+                        field=f"{name}.cluster")
     weight = _number(value.get("weight"), path, line, f"{name}.weight")
     if weight is not None and not 0.0 <= weight <= 1.0:
         raise DataError(f"weight must be in [0, 1], got {weight}", path=path, line=line, field=f"{name}.weight")
     rank = value.get("rank")
     return Negative(text=_text(value["text"], path, line, f"{name}.text"),
-                    doc_id=None if doc_id is None else str(doc_id), source=value.get("source"),
+                    doc_id=None if doc_id is None else str(doc_id), source=source,
                     rank=_number(rank, path, line, f"{name}.rank", int) if rank is not None else None,
                     score=_number(value.get("score"), path, line, f"{name}.score"),
                     teacher_score=_number(value.get("teacher_score"), path, line, f"{name}.teacher_score"),
-                    weight=weight, cluster=value.get("cluster"))
+                    weight=weight, cluster=cluster)

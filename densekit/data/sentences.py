@@ -16,7 +16,7 @@ from pathlib import Path
 
 from densekit.data.records import Negative, TrainingRecord
 from densekit.errors import DataError
-from densekit.io import open_text
+from densekit.io import read_lines
 
 NLI_COLUMNS = ("sent0", "sent1", "hard_neg")
 
@@ -24,13 +24,12 @@ NLI_COLUMNS = ("sent0", "sent1", "hard_neg")
 def load_unlabeled_pairs(path: str | os.PathLike, max_sentences: int | None = None) -> list[TrainingRecord]:
     """One ``(s, s)`` example per non-blank line."""
     examples = []
-    with open_text(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
-            sentence = line.strip()
-            if sentence:
-                examples.append(TrainingRecord(sentence, sentence, where=f"{path}:{lineno}"))
-                if max_sentences is not None and len(examples) >= max_sentences:
-                    break
+    for lineno, line in read_lines(path):
+        sentence = line.strip()
+        if sentence:
+            examples.append(TrainingRecord(sentence, sentence, where=f"{path}:{lineno}"))
+            if max_sentences is not None and len(examples) >= max_sentences:
+                break
     if not examples:
         raise DataError("no sentences (the file is empty or blank)", path=str(path))
     return examples
@@ -39,8 +38,8 @@ def load_unlabeled_pairs(path: str | os.PathLike, max_sentences: int | None = No
 def load_nli_triplets(path: str | os.PathLike) -> list[TrainingRecord]:
     """``sent0,sent1[,hard_neg]`` rows -> ``TrainingRecord(premise, entailment, [contradiction])``."""
     examples = []
-    with open_text(path) as handle:
-        reader = csv.DictReader(handle)
+    reader = csv.DictReader(text for _, text in read_lines(path))
+    try:
         header = reader.fieldnames or []
         missing = [c for c in NLI_COLUMNS[:2] if c not in header]
         if missing:
@@ -55,6 +54,8 @@ def load_nli_triplets(path: str | os.PathLike) -> list[TrainingRecord]:
                     raise DataError("empty or missing text", path=str(path), line=lineno, field=column)
             negatives = [Negative(row["hard_neg"])] if has_negative else []
             examples.append(TrainingRecord(row["sent0"], row["sent1"], negatives, where=f"{path}:{lineno}"))
+    except csv.Error as exc:  # e.g. a field over csv's size limit; line_num counts the rows before the bad one
+        raise DataError(f"not a readable CSV row ({exc})", path=str(path), line=reader.line_num + 1) from None
     if not examples:
         raise DataError("no triplets after the header", path=str(path))
     return examples

@@ -187,6 +187,9 @@ def run_refresh(job: RefreshJob) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from densekit.lifecycle import bind_to_launcher
+
+    bind_to_launcher()  # started by a trainer: a refresh nobody will read stops when the trainer dies
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m densekit.mining.refresh JOB.json", file=sys.stderr)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from densekit.errors import DataError
+
 
 class ArrowIds(Sequence[str]):
     """Document ids in a memory-mapped Arrow file (``doc_ids.arrow``): 10M ids cost no Python objects."""
@@ -50,6 +52,13 @@ def write_ids(folder: Path, ids: Sequence[str]) -> None:
 
 
 def read_ids(folder: Path) -> Sequence[str]:
-    if (folder / "doc_ids.json").exists():
-        return json.loads((folder / "doc_ids.json").read_text(encoding="utf-8"))
+    path = folder / "doc_ids.json"
+    if path.exists():
+        try:
+            ids = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as exc:  # truncated, not UTF-8, unreadable
+            raise DataError(f"not readable JSON ({exc})", path=str(path)) from None
+        if not isinstance(ids, list):
+            raise DataError("doc_ids.json must hold a list", path=str(path))
+        return ids
     return ArrowIds(folder / "doc_ids.arrow")

@@ -26,7 +26,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from densekit.errors import ConfigError, DataError
+from densekit.errors import ConfigError, DataError, OutputError
 from densekit.io import atomic_dir
 from densekit.registry import Registry
 from densekit.retrieval.ids import read_ids, write_ids
@@ -102,6 +102,13 @@ def _read_flags(meta: dict[str, Any], mmap: bool) -> int:
     if str(meta.get("index_type", "")).startswith("ivf") or not hasattr(faiss, "IO_FLAG_MMAP_IFC"):
         return faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
     return faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:  # truncated, not UTF-8, unreadable
+        raise DataError(f"not readable JSON ({exc})", path=str(path)) from None
 
 
 @dataclass
@@ -226,12 +233,16 @@ class DenseIndex(RowSearch):
         folder = Path(folder)
         with atomic_dir(folder) as tmp:
             parts = self.meta.get("parts")
-            if parts:
-                top = faiss.downcast_index(self.index)
-                for i in range(len(parts)):
-                    self._write_part(top.at(i), tmp / part_dir(i), part_dir(i))
-            else:
-                self._write_part(self.index, tmp, ".")
+            try:
+                if parts:
+                    top = faiss.downcast_index(self.index)
+                    for i in range(len(parts)):
+                        self._write_part(top.at(i), tmp / part_dir(i), part_dir(i))
+                else:
+                    self._write_part(self.index, tmp, ".")
+            except RuntimeError as exc:  # FAISS reports a failed write (disk full, ...) as a RuntimeError
+                raise OutputError(f"cannot write index.faiss ({str(exc).strip().splitlines()[-1]}); nothing "
+                                  "under this name was changed", path=str(folder)) from None
             write_ids(tmp, self.doc_ids)
             (tmp / "meta.json").write_text(json.dumps(self.meta, indent=2, ensure_ascii=False) + "\n")
         return folder
@@ -248,7 +259,9 @@ class DenseIndex(RowSearch):
     def load(cls, folder: str | Path, mmap: bool = False) -> DenseIndex:
         folder = Path(folder)
         meta_path = folder / "meta.json"
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else None
+        meta = _read_json(meta_path) if meta_path.exists() else None
+        if meta is not None and not isinstance(meta, dict):
+            raise DataError("meta.json must hold an object", path=str(meta_path))
         missing = [name for name, present in (
             ("index.faiss", (folder / "index.faiss").exists() or bool(meta and meta.get("parts"))),
             ("doc_ids.json", (folder / "doc_ids.json").exists() or (folder / "doc_ids.arrow").exists()),
@@ -279,7 +292,11 @@ def part_dir(i: int) -> str:
 def _read_index(folder: Path, flags: int) -> faiss.Index:
     if not (folder / "index.faiss").exists():
         raise DataError("not a densekit index folder: index.faiss is missing", path=str(folder))
-    return faiss.read_index(str(folder / "index.faiss"), flags)
+    try:
+        return faiss.read_index(str(folder / "index.faiss"), flags)
+    except RuntimeError as exc:  # a truncated or corrupt file
+        raise DataError(f"FAISS cannot read it ({str(exc).strip().splitlines()[-1]})",
+                        path=str(folder / "index.faiss")) from None
 
 
 def fill(index: faiss.Index, vectors: VectorSource, block_rows: int, gpu: bool = True) -> faiss.Index:

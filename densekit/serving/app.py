@@ -12,6 +12,7 @@ a swap replaces the served index atomically (:mod:`~densekit.serving.state`)::
 
 # no "from __future__ import annotations": FastAPI reads the routes' annotations, which use local names
 import asyncio
+import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,6 +37,8 @@ from densekit.serving.schemas import (
 from densekit.serving.state import ServerState, SwapInProgress, load_texts, use_mmap
 from densekit.serving.validation import JSONRoute, field_error, search_limits, validation_error_handler
 
+logger = logging.getLogger(__name__)
+
 
 def _responses(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for refusals, all answered as :class:`ErrorBody`."""
@@ -43,7 +46,8 @@ def _responses(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
 
 
 GUARDED = {401: "missing API key", 403: "wrong API key"}
-BODY_REFUSALS = {**GUARDED, 400: "body is not UTF-8 JSON (or is empty)", 413: "body too large",
+BODY_REFUSALS = {**GUARDED, 400: "body is not UTF-8 JSON (or is empty)", 408: "body not received within the "
+                 "server's --read-timeout", 413: "body too large",
                  415: "Content-Type is not application/json"}
 SEARCH_REFUSALS = {**BODY_REFUSALS, 413: "body too large, or more queries than the server's --max-queries",
                    422: "a bad field: wrong type, unknown field, empty query, k or query length over the server's "
@@ -52,6 +56,34 @@ SWAP_REFUSALS = {**BODY_REFUSALS, 403: "wrong API key, or swaps are disabled", 4
                  409: "another swap is in progress",
                  422: "a bad field, or an index this server cannot serve (its vectors do not fit the query "
                       "encoder, files missing)"}
+
+
+def openapi_with_limits(app: FastAPI, config: ServerConfig):
+    """``app.openapi`` with this server's limits (``--max-k``, ``--max-queries``, ``--max-query-chars``) written
+    into the SearchRequest schema, so that a request the schema allows is one the server accepts (what schema
+    fuzzers such as schemathesis check)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()  # FastAPI's, cached on the app; the limits are added to it once
+            fields = schema["components"]["schemas"]["SearchRequest"]["properties"]
+            fields["k"]["maximum"] = config.max_k
+            fields["query"]["maxLength"] = config.max_query_chars
+            fields["queries"]["maxItems"] = config.max_queries
+            fields["queries"]["items"]["maxLength"] = config.max_query_chars
+        return app.openapi_schema
+
+    return openapi
+
+
+def folder_exists(folder: str) -> bool:
+    """Whether ``folder`` is a folder; a path the OS cannot even look up (a NUL byte, an unpaired surrogate, a
+    name too long) is simply not one."""
+    try:
+        return Path(folder).is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def create_app(searcher: Searcher, config: ServerConfig | None = None, *, corpus: str | Path | None = None,
@@ -77,6 +109,7 @@ def create_app(searcher: Searcher, config: ServerConfig | None = None, *, corpus
                   description="Dense retrieval over a FAISS index. Every route but /health needs the API key "
                               "when the server has one (Authorization: Bearer <key> or X-API-Key).")
     app.router.route_class = JSONRoute
+    app.openapi = openapi_with_limits(app, config)
     app.state.server = server
     app.add_middleware(GuardMiddleware, config=config, metrics=server.metrics)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
@@ -111,14 +144,17 @@ def create_app(searcher: Searcher, config: ServerConfig | None = None, *, corpus
               responses=_responses(SWAP_REFUSALS),
               summary="load another index folder and serve it; in-flight requests finish on the old one")
     async def swap(body: SwapRequest) -> SwapResponse:
-        if not Path(body.index).is_dir():
-            raise HTTPException(404, f"index folder not found: {body.index}")
+        if not folder_exists(body.index):
+            raise HTTPException(404, f"index folder not found: {body.index[:200]!r}")
         try:
             new = await asyncio.to_thread(server.swap, body.index, body.corpus)
         except SwapInProgress as exc:
             raise HTTPException(409, str(exc)) from None
         except DensekitError as exc:
             raise HTTPException(422, f"cannot serve that index: {exc}") from None
+        except Exception as exc:  # anything else a folder on disk can hold (or lack): the old index keeps serving
+            logger.exception("swap to %r failed", body.index[:200])
+            raise HTTPException(422, f"cannot serve that index: {type(exc).__name__}: {str(exc)[:300]}") from None
         return SwapResponse(status="swapped", index=new.describe())
 
     return app

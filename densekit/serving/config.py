@@ -30,6 +30,8 @@ class ServerConfig:
                                                                     "them (capacity) or copy them to each "
                                                                     "(throughput)")
     gpu_fp16: bool = option(False, help="hold the index in half precision on the GPUs (half the memory)")
+    read_timeout: float = option(10.0, help="seconds a connection has to send a whole request head, and then its "
+                                            "body; slower (or silent) connections are closed (slowloris)")
 
     def __post_init__(self) -> None:
         for name in ("max_k", "max_queries", "max_query_chars", "max_body_bytes", "max_batch_queries"):
@@ -37,5 +39,7 @@ class ServerConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         if self.batch_wait_ms < 0:
             raise ConfigError("--batch-wait-ms must not be negative")
+        if self.read_timeout <= 0:
+            raise ConfigError("--read-timeout must be positive")
         if self.api_key is None:
             self.api_key = os.environ.get("DENSEKIT_API_KEY") or None

@@ -1,11 +1,13 @@
 """ASGI middleware in front of every route: the API key, the body-size limit, and per-route metrics.
 
 It works on the raw ASGI messages, before FastAPI reads anything: a request without the key, or with a body over
-``max_body_bytes`` (by Content-Length, or while a chunked body streams in), is refused without being parsed.
+``max_body_bytes`` (by Content-Length, or while a chunked body streams in), or a body not in within
+``read_timeout``, is refused without being parsed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 
@@ -47,10 +49,8 @@ class GuardMiddleware:
         try:
             refused = self._refusal(scope, config)
             if refused is None and scope["method"] in ("POST", "PUT", "PATCH"):
-                body, too_big = await _read_body(receive, config.max_body_bytes)
-                if too_big:
-                    refused = refusal(413, f"request body is larger than the {config.max_body_bytes}-byte limit")
-                else:
+                body, refused = await self._body(receive, config)
+                if refused is None:
                     receive = _replay(body, receive)
             if refused is not None:
                 await refused(scope, receive, send_and_record)
@@ -60,6 +60,20 @@ class GuardMiddleware:
             metrics.in_flight.dec()
             metrics.requests.labels(route, str(status[0])).inc()
             metrics.latency.labels(route).observe(time.perf_counter() - start)
+
+    @staticmethod
+    async def _body(receive, config: ServerConfig) -> tuple[bytes, JSONResponse | None]:
+        """The whole body, or a refusal: over ``max_body_bytes`` (413), or not in within ``read_timeout`` (408: a
+        body dripped in slowly holds a connection and a task)."""
+        try:
+            async with asyncio.timeout(config.read_timeout):
+                body, too_big = await _read_body(receive, config.max_body_bytes)
+        except TimeoutError:
+            return b"", refusal(408, f"request body not received within {config.read_timeout:g} s",
+                                {"Connection": "close"})
+        if too_big:
+            return b"", refusal(413, f"request body is larger than the {config.max_body_bytes}-byte limit")
+        return body, None
 
     @staticmethod
     def _refusal(scope, config: ServerConfig) -> JSONResponse | None:

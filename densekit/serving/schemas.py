@@ -11,15 +11,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
+
+# what "\S" excludes in the schema's (ECMAScript) regex; Python's str.isspace() also counts \x1c-\x1f and \x85
+ECMA_SPACE = frozenset("\t\n\v\f\r \u00a0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff"
+                       + "".join(map(chr, range(0x2000, 0x200B))))
 
 
 def _not_blank(text: str) -> str:
-    if not text.strip():
+    if all(c in ECMA_SPACE for c in text):
         raise PydanticCustomError("blank_query", "String should contain some text, not only whitespace")
     return text
 
+
+def _integral(value: Any) -> Any:
+    """31.0 is an integer to JSON Schema (and so to clients generating from it); 2.5 stays a float and is refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_integral)]
 
 # "pattern" documents the rule in the OpenAPI schema; _not_blank enforces it with a clearer message
 QueryText = Annotated[str, Field(min_length=1, json_schema_extra={"pattern": r"\S"}), AfterValidator(_not_blank)]
@@ -28,15 +39,17 @@ QueryText = Annotated[str, Field(min_length=1, json_schema_extra={"pattern": r"\
 class SearchRequest(BaseModel):
     """One query (``query``) or many (``queries``), ``k`` hits each; ``return_text`` adds document text."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # exactly one of the two, in the OpenAPI schema too (schemathesis generates from it); an explicit null is
+    # refused like any other non-string (the fields are typed str / list, None only as "not given")
+    model_config = ConfigDict(extra="forbid", strict=True,
+                              json_schema_extra={"oneOf": [{"required": ["query"]}, {"required": ["queries"]}]})
 
-    query: QueryText | None = Field(None, description="one query; at most the server's --max-query-chars "
-                                                      "(2048 by default). Give this or 'queries'.")
-    queries: list[QueryText] | None = Field(None, min_length=1,
-                                            description="several queries searched together; at most the "
-                                                        "server's --max-queries (64 by default). Give this or "
-                                                        "'query'.")
-    k: int = Field(10, ge=1, description="hits per query; at most the server's --max-k (100 by default)")
+    query: QueryText = Field(None, description="one query; at most the server's --max-query-chars "
+                                               "(2048 by default). Give this or 'queries'.")
+    queries: list[QueryText] = Field(None, min_length=1,
+                                     description="several queries searched together; at most the "
+                                                 "server's --max-queries (64 by default). Give this or 'query'.")
+    k: WholeNumber = Field(10, ge=1, description="hits per query; at most the server's --max-k (100 by default)")
     return_text: bool = Field(False, description="add each hit's document text (title + text)")
 
     @model_validator(mode="after")

@@ -50,7 +50,14 @@ class JSONRequest(Request):
             except UnicodeDecodeError as exc:
                 raise HTTPException(400, f"request body is not valid UTF-8 (byte {exc.start}); "
                                          "send UTF-8 JSON") from None
-            self._json = json.loads(text)  # a JSONDecodeError becomes FastAPI's "json_invalid" validation error
+            try:
+                self._json = json.loads(text)  # a JSONDecodeError becomes FastAPI's "json_invalid" validation error
+            except RecursionError:
+                raise HTTPException(400, "request body is not valid JSON: nested too deeply") from None
+            except json.JSONDecodeError:
+                raise
+            except ValueError as exc:  # e.g. an integer of more than 4300 digits
+                raise HTTPException(400, f"request body is not valid JSON: {exc}") from None
         return self._json
 
 

@@ -49,7 +49,7 @@ def negatives_overlap(old: dict[str, list[str]], new: dict[str, list[str]]) -> f
 
 def worker_env(threads: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
-    env.update(TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(threads or 1))
+    env.update(TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(threads or 1), DENSEKIT_DIE_WITH_PARENT="1")
     return env
 
 

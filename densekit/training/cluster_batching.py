@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from transformers import TrainerCallback
 
 try:  # sentence-transformers >= 6 moved the samplers into ``base``
     from sentence_transformers.base.sampler import DefaultBatchSampler
@@ -146,20 +145,6 @@ class ClusterGroupedBatchSampler(DefaultBatchSampler):
 
 def _text_key(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
-
-
-class EpochToSampler(TrainerCallback):
-    """Hands the epoch to the cluster sampler wherever the data loader wrappers put it (accelerate's shard, a
-    resumed run's batch skipper), so a resumed or multi-process epoch draws the batches an uninterrupted one
-    would."""
-
-    def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
-        node, depth = train_dataloader, 0
-        while node is not None and depth < 5:
-            if isinstance(node, ClusterGroupedBatchSampler):
-                node.set_epoch(int(state.epoch or 0))
-                return
-            node, depth = getattr(node, "batch_sampler", None), depth + 1
 
 
 class ClusterBatchSamplerFactory:

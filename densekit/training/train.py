@@ -24,7 +24,7 @@ from pathlib import Path
 
 from densekit import options
 from densekit.errors import ConfigError
-from densekit.io import atomic_dir, atomic_write_json, atomic_write_text
+from densekit.io import atomic_dir, atomic_write_json, atomic_write_text, ensure_writable, raise_if_disk_full
 from densekit.training.config import TrainConfig
 from densekit.training.modes import ModeSetup, TrainInputs, get_mode
 
@@ -135,12 +135,14 @@ class TrainingRun:
 def build_trainer(config: TrainConfig, callbacks: list | None = None) -> TrainingRun:
     """The trainer for ``config``; ``callbacks`` are added to the mode's own (Hugging Face TrainerCallbacks)."""
     from sentence_transformers import SentenceTransformerTrainer
-    from transformers.trainer_utils import get_last_checkpoint
 
     from densekit.models import load_model
+    from densekit.training.checkpoints import last_complete_checkpoint
+    from densekit.training.sampler_epoch import EpochToSampler
 
     mode = get_mode(config.mode.mode)
     mode.check(config)
+    ensure_writable(Path(config.model.output).parent)  # before any work: the model and checkpoints go there
     logger.info("%d process(es)", config.trainer.world_size)  # under torchrun this sets up torch.distributed
     model = load_model(config.model.model, max_seq_length=config.model.max_seq_length)
     beir = None
@@ -152,14 +154,13 @@ def build_trainer(config: TrainConfig, callbacks: list | None = None) -> Trainin
     setup = mode.setup(TrainInputs(config, model, beir, dev.held_out if dev else frozenset()))
     args = trainer_arguments(config, setup, model, dev)
     checkpoints = Path(args.output_dir)
-    last = get_last_checkpoint(str(checkpoints)) if config.model.resume and checkpoints.is_dir() else None
+    # the newest checkpoint that is whole (a kill while saving leaves a half-written newest one); rank 0 removes
+    # the half-written ones so that the trainer never loads, rotates or overwrites them
+    last = last_complete_checkpoint(checkpoints, remove_incomplete=args.process_index == 0,
+                                    world_size=args.world_size) if config.model.resume else None
     if last:
         logger.info("resuming from %s", last)
-    callbacks = [*setup.callbacks, *(callbacks or [])]
-    if config.batch.cluster_batches:
-        from densekit.training.cluster_batching import EpochToSampler
-
-        callbacks.append(EpochToSampler())
+    callbacks = [*setup.callbacks, *(callbacks or []), EpochToSampler()]
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=setup.dataset, loss=setup.loss,
                                          evaluator=dev.evaluator if dev else None, data_collator=setup.data_collator,
                                          callbacks=callbacks or None)
@@ -169,7 +170,11 @@ def build_trainer(config: TrainConfig, callbacks: list | None = None) -> Trainin
 def train(config: TrainConfig, callbacks: list | None = None) -> Path:
     run = build_trainer(config, callbacks)
     trainer, setup, args = run.trainer, run.setup, run.trainer.args
-    result = trainer.train(resume_from_checkpoint=run.resume_from)
+    try:
+        result = trainer.train(resume_from_checkpoint=run.resume_from)
+    except (OSError, RuntimeError) as exc:  # e.g. torch.save on a full disk: "unexpected pos 8768 vs 8660"
+        raise_if_disk_full(exc, args.output_dir)
+        raise
     output = Path(config.model.output)
     extra = setup.finish(output) if setup.finish is not None else {}
 

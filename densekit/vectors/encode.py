@@ -25,7 +25,7 @@ from densekit.data.corpus import corpus_rows
 from densekit.io import locked
 from densekit.models import encode, model_fingerprint, texts_fingerprint
 from densekit.vectors.source import ArrayVectors, VectorSource
-from densekit.vectors.store import EmbeddingStore, Plan, complete_shard, finalize, write_plan, write_shard
+from densekit.vectors.store import EmbeddingStore, Plan, complete_shard, finalize, read_plan, write_plan, write_shard
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,10 @@ def encode_store(model, corpus, folder: str | Path | None = None, *, cache_dir: 
             raise ValueError("give a store folder or a cache folder")
         folder = store_folder(cache_dir, plan)
     folder = Path(folder)
+    on_disk = read_plan(folder) if (folder / "manifest.json").exists() else None
+    if on_disk is not None and any(complete_shard(folder, on_disk, i) is None for i in range(on_disk.num_shards)):
+        logger.warning("%s: a shard is missing or damaged; the missing shards are encoded again", folder)
+        (folder / "manifest.json").unlink()
     if (folder / "manifest.json").exists():
         store = EmbeddingStore.open(folder, model=plan.model, corpus=plan.corpus, count=plan.count)
         diff = store.manifest.plan.differences(plan)

@@ -235,8 +235,8 @@ def _mapped(path: Path, sha256: str | None = None) -> Iterator[pa.RecordBatch]:
     source = pa.memory_map(str(path))
     try:
         if sha256 is not None and sha256_of(source.read_buffer()) != sha256:
-            raise DataError("checksum mismatch: the shard is corrupted (its sha256 differs from the manifest's)",
-                            path=str(path))
+            raise DataError("checksum mismatch: the shard is corrupted (its sha256 differs from the manifest's); "
+                            "delete it and rerun: only the missing shards are encoded again", path=str(path))
         try:
             batch = pa.ipc.open_file(source).get_batch(0)
         except (pa.ArrowInvalid, OSError) as exc:

@@ -26,4 +26,4 @@ PY
 python scripts/bench/encoding.py --docs 1000 --out runs/bench/encoding.json
 python scripts/bench/train_step.py --data "$clone/runs/scifact/mined.jsonl" --steps 12 --out runs/bench/train_step.json
 python scripts/bench/serving.py --index "$clone/runs/scifact/index" --out runs/bench/serving.json
-python scripts/bench/profile.py --mined "$clone/runs/scifact/mined.jsonl" --out runs/bench/profile.json
+python scripts/bench/profile_step.py --mined "$clone/runs/scifact/mined.jsonl" --out runs/bench/profile.json

@@ -9,7 +9,7 @@
 Writes ``--out`` (JSON): wall seconds per phase and the top operators by self CPU time (the share of the profiled
 time each takes), so the docs can say what bounds each stage (GEMMs, attention, softmax, tokenizer, optimizer).
 
-    python scripts/bench/profile.py --mined runs/scifact/mined.jsonl --out runs/bench/profile.json
+    python scripts/bench/profile_step.py --mined runs/scifact/mined.jsonl --out runs/bench/profile.json
 """
 
 from __future__ import annotations
