@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . .venv/bin/activate
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+export DENSEKIT_DATA=${DENSEKIT_DATA:-$(cd .. && pwd)/shared/data}  # the clone lives elsewhere
 mkdir -p runs/bench
 clone=$(mktemp -d)/densekit
 git clone -q . "$clone"
