@@ -2,9 +2,11 @@
 
 Which engine is fastest depends on the CPU: onnxruntime fp32 ran 1.48x sentence-transformers on one 2-core AMD
 EPYC and 0.95x on another (no AVX-512, no VNNI), so nothing is assumed. The first time a model shape is seen on a
-machine, each exact candidate encodes the same calibration texts (a warm-up batch, then the best of a few timed
-passes); a candidate whose embeddings are not the reference's (minimum cosine <= ``MIN_COSINE``) is not eligible.
-The decision is written to ``<cache>/calibration/<machine>/<model>.json`` and reused.
+machine, each exact candidate encodes the same calibration texts (a warm-up batch, then the best of three timed
+passes, the candidates taking turns so that a passing load on a shared machine does not decide); a candidate
+whose embeddings are not the reference's (minimum cosine <= ``MIN_COSINE``) is not eligible.
+The decision is written to ``<cache>/calibration/<machine>/<model>.json`` and reused; delete the file to measure
+again (e.g. after measuring on a busy machine: the file records the load average it was measured at).
 
 Candidates: on the CPU, ``torch`` (sentence-transformers, fp32) and ``onnx`` (onnxruntime, fp32; exported once and
 cached); on a GPU, ``torch`` in fp32 and in fp16 (``model.half()``). ``onnx-int8`` (cosine ~0.995) and bf16
@@ -105,14 +107,20 @@ def calibration_file(cache_dir: str | Path, machine: dict, model: dict) -> Path:
     return Path(cache_dir) / "calibration" / _digest(machine) / f"{_digest(model)}.json"
 
 
-def _time_encode(encode, texts: list[str], batch_size: int, repeats: int) -> tuple[float, np.ndarray]:
-    encode(texts[:batch_size])  # warm-up: first-call allocations, onnxruntime's graph setup
-    best, emb = float("inf"), None
+def _time_interleaved(candidates: dict, texts: list[str], batch_size: int, repeats: int
+                      ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Best-of-``repeats`` seconds of each candidate, the candidates taking turns (A B A B ...), so a load that comes
+    and goes on a shared machine weighs on all of them rather than on whichever ran during it."""
+    for encode in candidates.values():
+        encode(texts[:batch_size])  # warm-up: first-call allocations, onnxruntime's graph setup
+    seconds = dict.fromkeys(candidates, float("inf"))
+    embeddings: dict[str, np.ndarray] = {}
     for _ in range(repeats):
-        start = time.perf_counter()
-        emb = encode(texts)
-        best = min(best, time.perf_counter() - start)
-    return best, emb
+        for name, encode in candidates.items():
+            start = time.perf_counter()
+            embeddings[name] = encode(texts)
+            seconds[name] = min(seconds[name], time.perf_counter() - start)
+    return seconds, embeddings
 
 
 def _torch_encode(model, batch_size: int):
@@ -121,42 +129,45 @@ def _torch_encode(model, batch_size: int):
     return lambda texts: encode(model, texts, batch_size=batch_size, show_progress=False)
 
 
-def calibrate(model, cache_dir: str | Path | None, batch_size: int = 32, repeats: int = 2) -> dict:
+def _candidates(model, cache_dir: str | Path | None, batch_size: int) -> dict:
+    """The exact engines to time on this device, by backend name."""
+    candidates = {"torch": _torch_encode(model, batch_size)}
+    if str(model.device).startswith("cuda"):
+        import copy
+
+        candidates["torch-fp16"] = _torch_encode(copy.deepcopy(model).half(), batch_size)
+        return candidates
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        logger.info("auto backend: onnx not measured (%s not installed)", " and ".join(missing))
+        return candidates
+    from densekit.onnx_encoder import OnnxEncoder
+
+    try:
+        onnx = OnnxEncoder(model, cache_dir=cache_dir)
+    except ConfigError as err:  # not a model onnx can run: torch is the only candidate
+        logger.info("auto backend: onnx not measured (%s)", err)
+        return candidates
+    candidates["onnx"] = lambda texts: onnx.encode(texts, batch_size=batch_size)
+    return candidates
+
+
+def calibrate(model, cache_dir: str | Path | None, batch_size: int = 32, repeats: int = 3) -> dict:
     """Time each exact candidate on the calibration texts; the result, with the choice, as a JSON-able dict."""
-    texts = calibration_texts()
     import torch
 
-    seconds: dict[str, float] = {}
-    cosine: dict[str, float] = {}
-    on_gpu = str(model.device).startswith("cuda")
-    seconds["torch"], reference = _time_encode(_torch_encode(model, batch_size), texts, batch_size, repeats)
-    if on_gpu:
-        half = model.half()
-        seconds["torch-fp16"], emb = _time_encode(_torch_encode(half, batch_size), texts, batch_size, repeats)
-        model.float()
-        cosine["torch-fp16"] = float(np.min(np.sum(emb * reference, axis=1)))
-    else:
-        missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
-        if missing:
-            logger.info("auto backend: onnx not measured (%s not installed)", " and ".join(missing))
-        else:
-            from densekit.onnx_encoder import OnnxEncoder
-
-            try:
-                onnx = OnnxEncoder(model, cache_dir=cache_dir)
-            except ConfigError as err:  # not a model onnx can run: torch is the only candidate
-                logger.info("auto backend: onnx not measured (%s)", err)
-            else:
-                seconds["onnx"], emb = _time_encode(
-                    lambda t: onnx.encode(t, batch_size=batch_size), texts, batch_size, repeats)
-                cosine["onnx"] = float(np.min(np.sum(emb * reference, axis=1)))
+    texts = calibration_texts()
+    seconds, embeddings = _time_interleaved(_candidates(model, cache_dir, batch_size), texts, batch_size, repeats)
+    reference = embeddings["torch"]
+    cosine = {name: float(np.min(np.sum(emb * reference, axis=1))) for name, emb in embeddings.items()
+              if name != "torch"}
     eligible = ["torch", *[name for name, c in cosine.items() if c > MIN_COSINE]]
     choice = min(eligible, key=seconds.__getitem__)
     return {"choice": choice, "seconds": {k: round(v, 4) for k, v in seconds.items()},
             "docs_per_second": {k: round(len(texts) / v, 1) for k, v in seconds.items()},
             "min_cosine_to_torch": {k: round(v, 7) for k, v in cosine.items()}, "min_cosine": MIN_COSINE,
             "texts": len(texts), "batch_size": batch_size, "repeats": repeats, "torch_threads": torch.get_num_threads(),
-            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "load_average": round(os.getloadavg()[0], 2), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 def choose_backend(model, cache_dir: str | Path | None) -> Choice:
