@@ -9,21 +9,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from densekit.data.corpus import open_corpus
+from densekit.data.documents import Corpus, doc_text, load_corpus, parse_document, require_str
 from densekit.errors import DataError
 from densekit.io import read_jsonl, read_lines
+
+__all__ = ["BeirDataset", "Corpus", "Qrels", "Queries", "doc_text", "load_beir", "load_corpus", "load_qrels",
+           "load_queries", "parse_document"]
 
 # Public mirror used by the BEIR benchmark itself.
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
 
-Corpus = dict[str, dict[str, str]]
 Queries = dict[str, str]
 Qrels = dict[str, dict[str, int]]
-
-
-def doc_text(doc: dict[str, str]) -> str:
-    """The text a model sees for a document: title and body, as BEIR and MTEB join them."""
-    title, text = doc.get("title", "").strip(), doc.get("text", "").strip()
-    return f"{title} {text}".strip() if title else text
 
 
 @dataclass
@@ -46,53 +44,14 @@ def _find(folder: Path, stem: str) -> Path:
     raise DataError(f"no {stem}.jsonl or {stem}.jsonl.gz in this folder", path=str(folder))
 
 
-def _require_str(obj: dict, key: str, path: Path, lineno: int, allow_empty: bool = False) -> str:
-    if key not in obj:
-        raise DataError("missing field", path=str(path), line=lineno, field=key)
-    value = obj[key]
-    if isinstance(value, int | float) and not isinstance(value, bool) and key == "_id":
-        value = str(value)
-    if not isinstance(value, str):
-        raise DataError(f"expected a string, got {type(value).__name__}", path=str(path), line=lineno, field=key)
-    if not allow_empty and not value.strip():
-        raise DataError("empty value", path=str(path), line=lineno, field=key)
-    return value
-
-
-def parse_document(obj: dict, path: Path, lineno: int) -> tuple[str, str, str]:
-    """``(id, title, text)`` of one corpus line, checked field by field."""
-    doc_id = _require_str(obj, "_id", path, lineno)
-    text = _require_str(obj, "text", path, lineno, allow_empty=True)
-    title = obj.get("title", "") or ""
-    if not isinstance(title, str):
-        raise DataError("expected a string", path=str(path), line=lineno, field="title")
-    if not text.strip() and not title.strip():
-        raise DataError("document has an empty text and no title", path=str(path), line=lineno, field="text")
-    return doc_id, title, text
-
-
-def load_corpus(path: str | os.PathLike) -> Corpus:
-    """The whole corpus as a dict (see :func:`densekit.data.corpus.open_corpus` for corpora beyond RAM)."""
-    path = Path(path)
-    corpus: Corpus = {}
-    for lineno, obj in read_jsonl(path):
-        doc_id, title, text = parse_document(obj, path, lineno)
-        if doc_id in corpus:
-            raise DataError(f"duplicate document id '{doc_id}'", path=str(path), line=lineno, field="_id")
-        corpus[doc_id] = {"title": title, "text": text}
-    if not corpus:
-        raise DataError("the corpus is empty", path=str(path))
-    return corpus
-
-
 def load_queries(path: str | os.PathLike) -> Queries:
     path = Path(path)
     queries: Queries = {}
     for lineno, obj in read_jsonl(path):
-        qid = _require_str(obj, "_id", path, lineno)
+        qid = require_str(obj, "_id", path, lineno)
         if qid in queries:
             raise DataError(f"duplicate query id '{qid}'", path=str(path), line=lineno, field="_id")
-        queries[qid] = _require_str(obj, "text", path, lineno)
+        queries[qid] = require_str(obj, "text", path, lineno)
     if not queries:
         raise DataError("no queries", path=str(path))
     return queries
@@ -188,8 +147,6 @@ def load_beir(name_or_path: str | os.PathLike, split: str | None = "test", check
               stream: bool | None = None, cache_dir: str | os.PathLike | None = None) -> BeirDataset:
     """The dataset; its corpus is a dict, or a memory-mapped DocStore when ``stream`` (default: when the corpus
     file is over 200 MB; converted once into ``cache_dir``, see :mod:`densekit.data.corpus`)."""
-    from densekit.data.corpus import open_corpus
-
     folder = resolve_beir_dir(name_or_path)
     corpus = open_corpus(_find(folder, "corpus"), stream, cache_dir)
     queries = load_queries(_find(folder, "queries"))

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from densekit.data.beir import doc_text, load_corpus, parse_document
+from densekit.data.documents import doc_text, load_corpus, parse_document
 from densekit.errors import DataError
 from densekit.io import atomic_dir, atomic_write_json, locked, read_jsonl
 from densekit.models import default_cache_dir
