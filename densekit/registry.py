@@ -7,6 +7,7 @@ modules on first use, so adding a strategy is one new file with a ``@REGISTRY.re
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -53,3 +54,13 @@ class Registry(Generic[T]):
     def __contains__(self, name: str) -> bool:
         self._discover()
         return name in self._items
+
+    def get_checked(self, name: str, params: dict, noun: str = "option", internal: tuple[str, ...] = ()) -> T:
+        """``get(name)``, refusing any of ``params`` its signature does not take (``internal``: not user-facing)."""
+        obj = self.get(name)
+        accepted = inspect.signature(obj).parameters
+        unknown = [k for k in params if k not in accepted or k in internal]
+        if unknown:
+            takes = ", ".join(p for p in accepted if p not in internal) or "none"
+            raise ConfigError(f"{self.kind} '{name}' has no {noun}(s) {', '.join(unknown)}; it takes: {takes}")
+        return obj

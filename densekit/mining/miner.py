@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import json
 import logging
 import random
@@ -86,14 +85,8 @@ class MineConfig:
             raise ConfigError("at least one candidate retriever is needed")
         for name in self.retrievers:
             RETRIEVERS.get(name)
-        sampler = SAMPLERS.get(self.sampler)
-        accepted = inspect.signature(sampler).parameters
-        fixed = {"candidates", "n", "window", "rng", "context"}
-        unknown = [k for k in self.sampler_options if k not in accepted or k in fixed]
-        if unknown:
-            takes = [p for p in accepted if p not in fixed]
-            raise ConfigError(f"sampler '{self.sampler}' has no option(s) {', '.join(unknown)}; "
-                              f"it takes: {', '.join(takes) or 'none'}")
+        SAMPLERS.get_checked(self.sampler, self.sampler_options,
+                             internal=("candidates", "n", "window", "rng", "context"))
         self.denoise.validate()
 
     def options_for(self, name: str) -> dict[str, Any]:
@@ -114,13 +107,7 @@ class MineConfig:
 
 
 def build_retriever(name: str, options: dict[str, Any]):
-    cls = RETRIEVERS.get(name)
-    accepted = inspect.signature(cls).parameters
-    unknown = [k for k in options if k not in accepted]
-    if unknown:
-        raise ConfigError(f"retriever '{name}' has no option(s) {', '.join(unknown)}; "
-                          f"it takes: {', '.join(p for p in accepted if p != 'name')}")
-    return cls(**options)
+    return RETRIEVERS.get_checked(name, options, internal=("name",))(**options)
 
 
 def _candidates_key(name: str, options: dict, depth: int, queries: dict[str, str], corpus_fp: str) -> str:

@@ -13,7 +13,6 @@ adds the vectors block by block, so no builder needs the whole matrix.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import shutil
@@ -138,13 +137,7 @@ class TrainingSet:
 
 def index_builder(index_type: str, params: dict[str, Any]):
     """The registered builder of ``index_type``, with ``params`` checked against what it takes."""
-    builder = INDEX_TYPES.get(index_type)
-    accepted = inspect.signature(builder).parameters
-    unknown = [k for k in params if k not in accepted]
-    if unknown:
-        raise ConfigError(f"index type '{index_type}' has no parameter(s) {', '.join(unknown)}; "
-                          f"it takes: {', '.join(p for p in accepted if p != 'vectors') or 'none'}")
-    return builder
+    return INDEX_TYPES.get_checked(index_type, params, noun="parameter", internal=("vectors",))
 
 
 def add_rows(index: faiss.Index, vectors: VectorSource, block_rows: int, start: int = 0, stop: int | None = None,
