@@ -21,7 +21,6 @@ shares its base model's decision.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -137,7 +136,9 @@ def _candidates(model, cache_dir: str | Path | None, batch_size: int) -> dict:
 
         candidates["torch-fp16"] = _torch_encode(copy.deepcopy(model).half(), batch_size)
         return candidates
-    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    from densekit.encoders import onnx_missing
+
+    missing = onnx_missing()
     if missing:
         logger.info("auto backend: onnx not measured (%s not installed)", " and ".join(missing))
         return candidates

@@ -85,11 +85,16 @@ def load_encoder(name_or_path: str, max_seq_length: int | None = None, backend: 
             return model.half() if choice.fp16 else model
         # the export is a model artifact: cached even where the embedding cache is off (it was made to calibrate)
         return _onnx(model, False, cache_dir or str(default_cache_dir()))
-    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    missing = onnx_missing()
     if missing:
         raise ConfigError(f"backend '{backend}' needs {' and '.join(missing)}: pip install 'densekit[onnx]'")
     return _onnx(load_model(name_or_path, device="cpu", max_seq_length=max_seq_length), backend == "onnx-int8",
                  cache_dir)
+
+
+def onnx_missing() -> list[str]:
+    """The packages the onnx backends need that are not installed."""
+    return [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
 
 
 def _onnx(model, quantize: bool, cache_dir: str | None):
