@@ -18,7 +18,8 @@ class ServerConfig:
     max_queries: int = option(64, help="queries per request")
     max_query_chars: int = option(2048, help="characters per query")
     max_body_bytes: int = option(1 << 20, help="request body size limit")
-    batch_wait_ms: float = option(2.0, help="how long to gather concurrent requests into one encode call")
+    batch_wait_ms: float = option(0.0, help="extra time to gather concurrent requests into one encode call "
+                                  "(0: requests that arrived while the last batch ran form the next one)")
     max_batch_queries: int = option(128, help="queries per encode call")
     api_key: str | None = option(None, help="require this key on every route but /health "
                                             "(default: $DENSEKIT_API_KEY, else none)")
