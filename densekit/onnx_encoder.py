@@ -68,9 +68,13 @@ def export_onnx(model, output: Path, quantize: bool) -> Path:
         axes = {n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]}
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(LastHiddenState().eval(), tuple(example[n] for n in names), str(fp32),
-                              input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
-                              opset_version=17, dynamo=False)
+            try:
+                torch.onnx.export(LastHiddenState().eval(), tuple(example[n] for n in names), str(fp32),
+                                  input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
+                                  opset_version=17, dynamo=False)
+            except Exception as err:  # the exporter raises many types; what matters is which model and why
+                raise ConfigError(f"{type(transformer).__name__} cannot be exported to ONNX ({type(err).__name__}: "
+                                  f"{str(err)[:300]}); use --backend torch") from err
         final = fp32
         if quantize:
             import onnx

@@ -1,6 +1,7 @@
 """Distillation on SciFact: InfoNCE (the main job's recipe) against listwise distillation from each teacher and a
-fused teacher, MarginMSE, and distillation with pseudo-queries added; every row trained like the main job
-(all-MiniLM-L6-v2, 1 epoch, batch 32, lr 3e-5, seq 128) and evaluated at seq 256 (docs/training.md).
+fused teacher, MarginMSE, distillation with pseudo-queries added, and MW (``mw-s<scale>``); every row trained like
+the main job (all-MiniLM-L6-v2, 1 epoch, batch 32, lr 3e-5, seq 128) and evaluated at seq 256 with AUC
+(docs/training.md).
 
 Two stages, so that nothing is tuned on the test set:
 
@@ -67,6 +68,9 @@ ROWS: dict[str, tuple[list[str], str | None, list[str]]] = {
                            "--loss-option", "contrastive_temperature=0.05", *LIST]),
     "margin-mse-fusion": ([*LIST_MINE, *TEACHERS["fusion"]], None, ["--loss", "margin-mse", *LIST]),
     "margin-mse-bge": ([*LIST_MINE, *TEACHERS["bge"]], None, ["--loss", "margin-mse", *LIST]),
+    # MW (global comparison, the paper's) against InfoNCE on the same negatives; its scale tuned on dev
+    **{f"mw-s{scale}": (INFONCE_MINE, None, ["--loss", "mw", "--loss-option", f"scale={scale}"])
+       for scale in (10, 20, 40)},
     "listwise-fusion+titles": ([*LIST_MINE, *TEACHERS["fusion"], "--require-positive-first"], "title",
                                ["--loss", "listwise", *LIST]),
 }
@@ -132,11 +136,12 @@ def run(row: str, seed: int, stage: str, root: Path, data: str, eval_split: str,
     evaluation = base / f"eval.seed{seed}"
     if not (evaluation / "metrics.json").exists():
         entry["eval_seconds"] = sh([sys.executable, "-m", "densekit.cli", "eval", "--model", str(model), "--data",
-                                    data, "--split", eval_split, "--max-seq-length", "256", "--cache-dir", "none",
-                                    "--output", str(evaluation)], log)
+                                    data, "--split", eval_split, "--max-seq-length", "256", "--auc",
+                                    "--cache-dir", "none", "--output", str(evaluation)], log)
     metrics = json.loads((evaluation / "metrics.json").read_text())
     train_info = json.loads((model / "densekit_train.json").read_text())
     entry.update({"ndcg_at_10": metrics["ndcg_at_10"], "recall_at_100": metrics["recall_at_100"],
+                  **{key: metrics[key] for key in ("global_auc", "mean_per_query_auc") if key in metrics},
                   "train_examples": train_info["train_examples"], "steps": train_info["global_step"],
                   "train_loss": train_info["train_loss"]})
     scores = [v["ndcg_at_10"] for v in results[row].values() if "ndcg_at_10" in v]

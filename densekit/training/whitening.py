@@ -90,13 +90,19 @@ def whiten_model(model_path: str, sentences: list[str], output: str | os.PathLik
 
     ``backend`` is the engine that encodes the fit sentences (:mod:`densekit.encoders`; ``auto`` measures);
     the written folder is always the sentence-transformers model plus the whitening module."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
     from densekit.encoders import load_encoder
     from densekit.io import atomic_dir, atomic_write_json
     from densekit.models import load_model
 
-    model = load_model(model_path, device=device)
-    encoder = model if backend == "torch" else load_encoder(model_path, backend=backend, cache_dir=cache_dir)
+    encoder = load_encoder(model_path, backend=backend, cache_dir=cache_dir, device=device)
     emb = whitening_input(encoder, sentences, batch_size=batch_size)
+    # the fp32 torch encoder is the model to save; an ONNX one has released its torch weights, an fp16 one is not
+    # what the folder should hold
+    reusable = isinstance(encoder, SentenceTransformer) and next(encoder.parameters()).dtype == torch.float32
+    model = encoder if reusable else load_model(model_path, device=device)
     del encoder
     mean, matrix = fit_whitening(emb, dim)
     add_whitening(model, mean, matrix)
