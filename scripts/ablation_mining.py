@@ -62,6 +62,8 @@ ROWS: dict[str, tuple[str, list[str] | None, list[str]]] = {
                       ["--retriever", "dense", *DENOISE_SOFT], ["--negative-weights"]),
     "dense+bge": ("dense + bi-encoder denoising (bge-small-en int8 ONNX, TopK-PercPos 0.95)",
                   ["--retriever", "dense", *DENOISE_BGE], []),
+    "ivf-local": ("ivf-local: members of the query's nearest k-means clusters (was `cluster`), ranks 10-50",
+                  ["--retriever", "ivf-local"], []),
     "st-dense": ("dense, mined by sentence-transformers' mine_hard_negatives", None, []),
 }
 DEFAULT_SEED = 42
