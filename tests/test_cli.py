@@ -1,5 +1,7 @@
 """The CLI's own behaviour: YAML configs, and clean errors instead of tracebacks."""
 
+from pathlib import Path
+
 import pytest
 
 from densekit.cli import main
@@ -77,3 +79,19 @@ def test_train_flags_and_yaml_reach_the_trainer(tmp_path):
 def test_missing_required_option_is_named(capsys):
     assert main(["index", "--model", "m", "--data", "d"]) == 2
     assert "missing required option --output" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_resolve(path):
+    """Every section of every config in configs/ is read into its command's options without an error."""
+    import argparse
+
+    import yaml
+
+    from densekit import cli
+
+    sections = yaml.safe_load(path.read_text())
+    assert sections and set(sections) <= set(cli.commands())
+    for command in sections:
+        parsed = argparse.Namespace(config=str(path), command=command, log_level="info")
+        assert cli.resolve(cli.commands()[command], parsed)
