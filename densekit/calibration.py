@@ -136,7 +136,7 @@ def _candidates(model, cache_dir: str | Path | None, batch_size: int) -> dict:
 
         candidates["torch-fp16"] = _torch_encode(copy.deepcopy(model).half(), batch_size)
         return candidates
-    from densekit.encoders import onnx_missing
+    from densekit.onnx_encoder import onnx_missing
 
     missing = onnx_missing()
     if missing:

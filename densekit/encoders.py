@@ -16,7 +16,6 @@ Every encoder has ``encode(texts, batch_size=..., show_progress_bar=..., normali
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from typing import Literal
 
@@ -85,16 +84,13 @@ def load_encoder(name_or_path: str, max_seq_length: int | None = None, backend: 
             return model.half() if choice.fp16 else model
         # the export is a model artifact: cached even where the embedding cache is off (it was made to calibrate)
         return _onnx(model, False, cache_dir or str(default_cache_dir()))
+    from densekit.onnx_encoder import onnx_missing
+
     missing = onnx_missing()
     if missing:
         raise ConfigError(f"backend '{backend}' needs {' and '.join(missing)}: pip install 'densekit[onnx]'")
     return _onnx(load_model(name_or_path, device="cpu", max_seq_length=max_seq_length), backend == "onnx-int8",
                  cache_dir)
-
-
-def onnx_missing() -> list[str]:
-    """The packages the onnx backends need that are not installed."""
-    return [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
 
 
 def _onnx(model, quantize: bool, cache_dir: str | None):

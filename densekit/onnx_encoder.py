@@ -14,6 +14,7 @@ sentence-transformers' own ``backend="onnx"`` needs ``optimum``, which does not 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -43,6 +44,11 @@ def onnx_session(model_file: str | Path, threads: int | None = None, memory_patt
     if threads:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_missing() -> list[str]:
+    """The packages the onnx backends need that are not installed."""
+    return [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
 
 
 def export_onnx(model, output: Path, quantize: bool) -> Path:
