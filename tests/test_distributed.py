@@ -37,7 +37,9 @@ def torchrun(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
                "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *args]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    # the failing rank's own message first: the other rank's traceback (a peer closed the connection) comes last
+    errors = [line for line in proc.stderr.splitlines() if ": error:" in line]
+    assert proc.returncode == 0, "\n".join([*errors, proc.stderr[-4000:]])
     return proc
 
 

@@ -49,7 +49,8 @@ class ModeSetup:
     num_examples: int
     callbacks: list = field(default_factory=list)
     data_collator: Any = None  # None: sentence-transformers' own
-    finish: Callable[[Path], dict] | None = None  # called with the written model folder; returns extra info
+    # called on every rank (it may gather) with the model folder; returns extra info; files: rank 0 writes them
+    finish: Callable[[Path], dict] | None = None
     rows: Any = None  # TrainingRows when the mode has them
 
 

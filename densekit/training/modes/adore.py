@@ -32,6 +32,7 @@ class AdoreMode(TrainingMode):
 
     def setup(self, inputs: TrainInputs) -> ModeSetup:
         from densekit.training.adore import AdoreLoss, fixed_index
+        from densekit.training.losses.base import distributed_world
 
         config = inputs.config
         unknown = sorted(set(config.loss.loss_options) - {"scale", "cutoff"})
@@ -49,8 +50,9 @@ class AdoreMode(TrainingMode):
         index_dir = output.parent / f"{output.name}-index"
 
         def finish(model_dir: Path) -> dict:
-            index.meta["query_model"] = str(model_dir.resolve())
-            index.save(index_dir)
+            if distributed_world()[0] == 0:  # every rank holds the index; two writers would race for one folder
+                index.meta["query_model"] = str(model_dir.resolve())
+                index.save(index_dir)
             return {"adore": {"index": str(index_dir), "doc_model": config.model.model,
                               "depth": config.adore.adore_depth}}
 
