@@ -77,6 +77,8 @@ ROWS: dict[str, tuple[list[str], str | None, list[str]]] = {
     # MW (global comparison, the paper's) against InfoNCE on the same negatives; its scale tuned on dev
     **{f"mw-s{scale}": (INFONCE_MINE, None, ["--loss", "mw", "--loss-option", f"scale={scale}"])
        for scale in (10, 20, 40)},
+    # the corpus's titles as extra training queries (each labelled with its own document), InfoNCE as the main job
+    "infonce+titles": (INFONCE_MINE, "title", []),
     "listwise-fusion+titles": ([*LIST_MINE, *TEACHERS["fusion"], "--require-positive-first"], "title",
                                ["--loss", "listwise", *LIST]),
 }

@@ -29,7 +29,8 @@ from densekit.retrieval.exhaustive import ExactScan
 from densekit.retrieval.index import DenseIndex
 from densekit.serving.app import app_for_folder
 from densekit.vectors import ArrayVectors, EmbeddingStore, corpus_vectors, encode_store
-from densekit.vectors.store import Plan, write_store
+from densekit.vectors.shards import Plan
+from densekit.vectors.store import write_store
 from tests.helpers import mine_json, scifact_subset, write_beir
 from tests.test_distributed import REPO, torchrun
 
@@ -214,7 +215,7 @@ def test_foreign_missing_truncated_and_corrupted_shards_are_clear_errors(subset,
     shutil.copytree(foreign.folder, mixed)
     (mixed / "manifest.json").unlink()
     plan = Plan.from_json(json.loads((mixed / "plan.json").read_text()), mixed)
-    from densekit.vectors.store import finalize, write_shard
+    from densekit.vectors.shards import finalize, write_shard
 
     write_shard(mixed, plan, 2, [f"doc{i}" for i in range(64, 96)], clustered(32, d=16))
     with pytest.raises(DataError, match="shard-00002.arrow: holds 16-dimensional vectors, other shards 32"):

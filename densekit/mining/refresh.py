@@ -32,7 +32,8 @@ from densekit.mining.denoise import DenoiseConfig
 from densekit.mining.miner import MineConfig
 from densekit.mining.near_duplicates import DEFAULT_THRESHOLD
 from densekit.vectors.encode import DEFAULT_SHARD_SIZE
-from densekit.vectors.store import EmbeddingStore, Plan, complete_shard, finalize, write_plan, write_shard
+from densekit.vectors.shards import Plan, complete_shard, finalize, write_plan, write_shard
+from densekit.vectors.store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
 

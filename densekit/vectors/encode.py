@@ -24,8 +24,9 @@ from tqdm.auto import tqdm
 from densekit.data.corpus import corpus_rows
 from densekit.io import locked
 from densekit.models import encode, model_fingerprint, texts_fingerprint
+from densekit.vectors.shards import Plan, complete_shard, finalize, read_plan, write_plan, write_shard
 from densekit.vectors.source import ArrayVectors, VectorSource
-from densekit.vectors.store import EmbeddingStore, Plan, complete_shard, finalize, read_plan, write_plan, write_shard
+from densekit.vectors.store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
 

@@ -164,7 +164,8 @@ def vectors(args, work: Path) -> dict:
     fingerprint, so every step accepts it for this corpus."""
     from densekit.data.corpus import DocStore
     from densekit.models import load_model, model_fingerprint
-    from densekit.vectors.store import Plan, write_store
+    from densekit.vectors.shards import Plan
+    from densekit.vectors.store import write_store
 
     _, _, _, _, pool, _ = sentence_pool(args)
     sent = sentence_vectors(args, pool)

@@ -125,7 +125,7 @@ def cache_folders(work: Path) -> list[Path]:
 
 def partial_cache(run: Path, ref: Path) -> None:
     """Every store shard that has a record matches it (size and sha256); one without is simply redone by the rerun."""
-    from densekit.vectors.store import ShardInfo, sha256_of
+    from densekit.vectors.shards import ShardInfo, sha256_of
 
     for folder in cache_folders(run):
         for record in (folder / "shards").glob("*.json"):
