@@ -37,6 +37,7 @@ from densekit.errors import ConfigError, DataError
 from densekit.io import atomic_write_json
 from densekit.mining.denoise import DenoiseConfig
 from densekit.mining.near_duplicates import DEFAULT_THRESHOLD, NearDuplicateFilter, near_duplicate_drop
+from densekit.mining.pseudo_queries import is_pseudo_query, without_query
 from densekit.mining.registry import RETRIEVERS, SAMPLERS
 from densekit.mining.rescoring import denoise_pools, pool_item, refill_short_pools, rounded
 from densekit.mining.samplers.window import Candidate, SampleContext
@@ -69,6 +70,9 @@ class MineConfig:
     near_duplicate_threshold: float = option(
         DEFAULT_THRESHOLD, help="drop a candidate whose word 3-grams overlap a positive's this much (overlap "
                                 "coefficient; 0 turns the filter off); recorded as near_duplicate in 'dropped'")
+    keep_pseudo_query_in_positive: bool = option(
+        False, help="keep a pseudo-query's own words (a title, a sentence) in its positive; by default they are cut "
+                    "out, as the inverse cloze task does (densekit/mining/pseudo_queries)")
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     # candidate lists and teacher scores are cached here (None: no cache, nothing resumes)
     cache_dir: str | None = None
@@ -266,7 +270,10 @@ def mine(dataset: BeirDataset, config: MineConfig) -> list[TrainingRecord]:
         if qid in query_clusters:
             audit["query_cluster"] = query_clusters[qid]
         for pid in sorted(positives[qid]):
-            records.append(TrainingRecord(query=queries[qid], positive=doc_text(corpus[pid]),
+            positive = doc_text(corpus[pid])
+            if is_pseudo_query(qid) and not config.keep_pseudo_query_in_positive:
+                positive = without_query(queries[qid], positive)
+            records.append(TrainingRecord(query=queries[qid], positive=positive,
                                           negatives=[replace(n) for n in negatives], query_id=qid,
                                           positive_id=pid, audit=audit))
     return records

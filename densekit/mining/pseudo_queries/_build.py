@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from densekit.data.beir import load_beir, resolve_beir_dir
 from densekit.errors import ConfigError
 from densekit.io import atomic_dir
-from densekit.mining.pseudo_queries import STRATEGIES
+from densekit.mining.pseudo_queries import PREFIX, STRATEGIES
 
 
 def corpus_file(folder: Path) -> Path:
@@ -50,7 +50,7 @@ def make_pseudo_queries(opts) -> dict:
     qrels: dict[str, dict[str, int]] = {}
     for doc_id in tqdm(doc_ids, desc=f"pseudo-queries ({opts.strategy})"):
         for k, text in enumerate(make(doc_id, dataset.corpus[doc_id], rng)):
-            qid = f"pq-{opts.strategy}-{doc_id}-{k}"
+            qid = f"{PREFIX}{opts.strategy}-{doc_id}-{k}"
             queries[qid], qrels[qid] = text, {doc_id: 1}
     made = len(queries)
     if opts.include_split:
