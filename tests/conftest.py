@@ -13,6 +13,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("DENSEKIT_TEST_DATA", REPO.parent / "shared" / "data"))
 SCIFACT = DATA_DIR / "beir" / "scifact"
+# data the library finds by name (scifact, stsbenchmark) comes from the same folder, wherever the checkout is
+os.environ.setdefault("DENSEKIT_DATA", str(DATA_DIR))
 
 
 def require(path: Path) -> Path:
