@@ -77,9 +77,12 @@ ROWS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     # MW (global comparison, the paper's) against InfoNCE on the same negatives; its scale tuned on dev
     **{f"mw-s{scale}": (INFONCE_MINE, None, ["--loss", "mw", "--loss-option", f"scale={scale}"])
        for scale in (10, 20, 40)},
-    # titles of 1,600 documents as extra training queries (each labelled with its own document, the title cut out of
-    # it), InfoNCE as the main job: 2.9x the main job's rows; all 4,800 titles would train ~6x longer than it
+    # titles of 1,600 documents as extra training queries (each labelled with its own document), InfoNCE as the main
+    # job: 2.9x the main job's rows; all 4,800 titles would train ~6x longer than it. -cut: the title cut out of its
+    # positive (inverse cloze style)
     "infonce+titles": (INFONCE_MINE, ["--strategy", "title", "--max-docs", "1600"], []),
+    "infonce+titles-cut": ([*INFONCE_MINE, "--cut-pseudo-query-from-positive"],
+                           ["--strategy", "title", "--max-docs", "1600"], []),
     "listwise-fusion+titles": ([*LIST_MINE, *TEACHERS["fusion"], "--require-positive-first"], ["--strategy", "title"],
                                ["--loss", "listwise", *LIST]),
 }

@@ -1,4 +1,4 @@
-"""densekit pseudo-queries on real SciFact documents, and mining them: the query is cut out of its positive."""
+"""densekit pseudo-queries on real SciFact documents, and mining them, with the query cut out of its positive or not."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_without_query_cuts_the_first_copy_only():
 
 @pytest.mark.integration
 @pytest.mark.parametrize("strategy", ["title", "sentence"])
-def test_pseudo_queries_are_mined_without_their_own_words(subset, tmp_path, strategy):
+def test_pseudo_queries_are_mined_with_or_without_their_own_words(subset, tmp_path, strategy):
     folder = tmp_path / strategy
     assert main(["pseudo-queries", "--data", str(subset), "--strategy", strategy, "--include-split", "train",
                  "--output", str(folder)]) == 0
@@ -39,16 +39,16 @@ def test_pseudo_queries_are_mined_without_their_own_words(subset, tmp_path, stra
         (doc,) = docs
         assert doc not in test_docs and made.queries[qid] in doc_text(made.corpus[doc])
 
-    for keep in (False, True):
-        output = tmp_path / f"{strategy}-{keep}.jsonl"
-        flags = ["--keep-pseudo-query-in-positive"] if keep else []
+    for cut in (False, True):
+        output = tmp_path / f"{strategy}-{cut}.jsonl"
+        flags = ["--cut-pseudo-query-from-positive"] if cut else []
         assert main(["mine", "--data", str(folder), "--split", "train", "--retriever", "bm25", "--num-negatives", "2",
                      "--cache-dir", "none", "--output", str(output), *flags]) == 0
         records = read_training_records(output)
         mined_pseudo = [r for r in records if is_pseudo_query(r.query_id)]
         assert len(mined_pseudo) > 100
         for record in mined_pseudo:
-            assert (record.query in record.positive) == keep, record.query_id
+            assert (record.query in record.positive) != cut, record.query_id
             assert record.positive.strip()
         for record in (r for r in records if not is_pseudo_query(r.query_id)):  # real queries: the whole document
             assert record.positive == doc_text(made.corpus[record.positive_id])

@@ -70,9 +70,9 @@ class MineConfig:
     near_duplicate_threshold: float = option(
         DEFAULT_THRESHOLD, help="drop a candidate whose word 3-grams overlap a positive's this much (overlap "
                                 "coefficient; 0 turns the filter off); recorded as near_duplicate in 'dropped'")
-    keep_pseudo_query_in_positive: bool = option(
-        False, help="keep a pseudo-query's own words (a title, a sentence) in its positive; by default they are cut "
-                    "out, as the inverse cloze task does (densekit/mining/pseudo_queries)")
+    cut_pseudo_query_from_positive: bool = option(
+        False, help="cut a pseudo-query's own words (a title, a sentence) out of its positive, as the inverse cloze "
+                    "task does (densekit/mining/pseudo_queries; on SciFact dev, titles did better left in)")
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     # candidate lists and teacher scores are cached here (None: no cache, nothing resumes)
     cache_dir: str | None = None
@@ -271,7 +271,7 @@ def mine(dataset: BeirDataset, config: MineConfig) -> list[TrainingRecord]:
             audit["query_cluster"] = query_clusters[qid]
         for pid in sorted(positives[qid]):
             positive = doc_text(corpus[pid])
-            if is_pseudo_query(qid) and not config.keep_pseudo_query_in_positive:
+            if config.cut_pseudo_query_from_positive and is_pseudo_query(qid):
                 positive = without_query(queries[qid], positive)
             records.append(TrainingRecord(query=queries[qid], positive=positive,
                                           negatives=[replace(n) for n in negatives], query_id=qid,

@@ -2,7 +2,8 @@
 --strategy NAME``): each strategy turns a document into zero or more queries whose positive is that document.
 
 * ``title``: the document's title (scientific and encyclopedic titles read like claims or questions);
-* ``sentence``: a sentence of the document, drawn at random (the inverse cloze task of Lee et al., 2019);
+* ``sentence``: a sentence of the document, drawn at random (the query of Lee et al.'s 2019 inverse cloze task,
+  which also cuts it from its passage: ``--cut-pseudo-query-from-positive`` below);
 * ``generator``: a sequence-to-sequence query generator (doc2query, e.g. ``doc2query/msmarco-t5-base-v1``, any
   local folder), when one is installed.
 
@@ -10,13 +11,12 @@ The teacher labels what comes out: ``densekit mine --teacher ...`` scores each p
 ``--require-positive-first`` keeps only the queries whose source document the teacher ranks first, as Tamber et
 al. (2025) filter their synthetic queries.
 
-A title or a sentence is copied from its document, so the positive contains its query word for word, and a
-student learns to find copied text rather than relevance (SciFact: title rows trained to an InfoNCE loss of 0.13
-within 5 steps). ``densekit mine`` therefore cuts a pseudo-query's own words out of its positive
-(:func:`without_query`: title -> the abstract alone, sentence -> the rest of the passage), as the inverse cloze
-task removes the sentence from its context; ``--keep-pseudo-query-in-positive`` turns that off. Lee et al. keep the
-sentence in 10% of examples to also teach word matching; densekit always cuts it (BM25 candidates supply the
-word-matching negatives).
+A title or a sentence is copied from its document, so the positive contains its query word for word.
+``densekit mine --cut-pseudo-query-from-positive`` cuts it out (:func:`without_query`: title -> the abstract alone,
+sentence -> the rest of the passage), as the inverse cloze task removes the sentence from its context (Lee et al.,
+2019, who keep it in 10% of examples). It is off by default: on SciFact dev (100 held-out train queries, InfoNCE,
+titles of 1,600 documents added), titles left in gave nDCG@10 0.7287 and cut out 0.7106, against 0.7183 without
+pseudo-queries; SciFact's claims read like titles, and the evaluated documents carry theirs.
 """
 
 from __future__ import annotations
