@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import os
 import random
@@ -25,12 +24,7 @@ def corpus_file(folder: Path) -> Path:
 
 
 def strategy(name: str, options: dict):
-    fn = STRATEGIES.get(name)
-    accepted = [p for p in inspect.signature(fn).parameters if p not in ("doc_id", "doc", "rng")]
-    unknown = [k for k in options if k not in accepted]
-    if unknown:
-        raise ConfigError(f"pseudo-query strategy '{name}' has no option(s) {', '.join(unknown)}; it takes: "
-                          f"{', '.join(accepted) or 'none'}")
+    fn = STRATEGIES.get_checked(name, options, internal=("doc_id", "doc", "rng"))
     return functools.partial(fn, **options)
 
 
