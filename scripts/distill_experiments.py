@@ -83,6 +83,9 @@ ROWS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     "infonce+titles": (INFONCE_MINE, ["--strategy", "title", "--max-docs", "1600"], []),
     "infonce+titles-cut": ([*INFONCE_MINE, "--cut-pseudo-query-from-positive"],
                            ["--strategy", "title", "--max-docs", "1600"], []),
+    # the main job's budget (1 epoch, lr 3e-5: 26-29 steps) was never tuned: more epochs / a higher learning rate
+    **{f"infonce-e{epochs}": (INFONCE_MINE, None, ["--epochs", str(epochs)]) for epochs in (2, 3, 5)},
+    **{f"infonce-lr{lr}": (INFONCE_MINE, None, ["--learning-rate", lr]) for lr in ("1e-4", "2e-4")},
     "listwise-fusion+titles": ([*LIST_MINE, *TEACHERS["fusion"], "--require-positive-first"], ["--strategy", "title"],
                                ["--loss", "listwise", *LIST]),
 }

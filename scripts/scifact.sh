@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job, from scratch: install densekit, then on SciFact mine BM25 + dense hard negatives for the
-# train queries, train all-MiniLM-L6-v2 for one epoch, index the corpus with FAISS and evaluate on the
+# train queries, train all-MiniLM-L6-v2 for three epochs, index the corpus with FAISS and evaluate on the
 # test queries, printing BM25 vs zero-shot vs fine-tuned. Outputs land in runs/scifact/.
 # SciFact is read from ../shared/data/beir/scifact (or $DENSEKIT_DATA/beir/scifact); with internet and
 # no local copy it is downloaded from the BEIR mirror.
