@@ -1,7 +1,7 @@
 """Mining ablation on SciFact: one row per negative-mining strategy, every row trained and evaluated the same way.
 
-Each row mines negatives for the train queries (``densekit mine``), trains all-MiniLM-L6-v2 exactly like the
-main job (InfoNCE, 1 epoch, batch 32, lr 3e-5, 2 hard negatives, seq 128) and evaluates nDCG@10 (+ AUC) on
+Each row mines negatives for the train queries (``densekit mine``), trains all-MiniLM-L6-v2 with the main
+job's one-epoch recipe (InfoNCE, 1 epoch, batch 32, lr 3e-5, 2 hard negatives, seq 128) and evaluates nDCG@10 (+ AUC) on
 the test queries at seq 256 (``densekit eval``). Every stage is skipped when its output exists, so a rerun
 resumes; the table is rewritten after each row.
 

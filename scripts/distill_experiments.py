@@ -1,7 +1,7 @@
-"""Distillation on SciFact: InfoNCE (the main job's recipe) against listwise distillation from each teacher and a
-fused teacher, MarginMSE, distillation with pseudo-queries added, and MW (``mw-s<scale>``); every row trained like
-the main job (all-MiniLM-L6-v2, 1 epoch, batch 32, lr 3e-5, seq 128) and evaluated at seq 256 with AUC
-(docs/training.md).
+"""Distillation on SciFact: InfoNCE against listwise distillation from each teacher and a fused teacher, MarginMSE,
+distillation with pseudo-queries added, and MW (``mw-s<scale>``); every row trains all-MiniLM-L6-v2 like the main
+job's first recipe (1 epoch, batch 32, lr 3e-5, seq 128) unless its name says otherwise (``infonce-e3``, three
+epochs, is today's main job) and is evaluated at seq 256 with AUC (docs/training.md).
 
 Two stages, so that nothing is tuned on the test set:
 

@@ -1,9 +1,9 @@
 """SciFact: what two processes buy, and what cross-device negatives are worth (docs/distributed.md).
 
-Trains all-MiniLM-L6-v2 on one mined file four ways, each like the main job (1 epoch, lr 3e-5, seq 128), and
-evaluates each on SciFact test (documents at seq 256):
+Trains all-MiniLM-L6-v2 on one mined file four ways, each with the main job's one-epoch recipe (1 epoch, lr 3e-5,
+seq 128), and evaluates each on SciFact test (documents at seq 256):
 
-* ``1proc-B``: one process, batch B (the main job);
+* ``1proc-B``: one process, batch B (the main job's recipe at one epoch);
 * ``2proc-B-gather``: two processes (torchrun, gloo), B each, every query scored against both devices'
   candidates (global contrastive batch 2B);
 * ``2proc-B-local``: the same without gathering (each query against its own device's B);
