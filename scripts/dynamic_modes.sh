@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The dynamic training modes on SciFact, each trained with the main job's one-epoch recipe (1 epoch, batch 32, lr 3e-5, seq 128) from
-# the same dense negatives (ranks 10-50) as the static "dense" row of scripts/ablation_mining.py, then evaluated
+# The dynamic training modes on SciFact, each trained with the main job's one-epoch recipe (1 epoch, batch 32,
+# lr 3e-5, seq 128) from the same dense negatives (ranks 10-50) as the static "dense" row of scripts/ablation_mining.py, then evaluated
 # on the test queries (nDCG@10 + AUC, documents at seq 256). Every stage is skipped when its output exists.
 #   bash scripts/dynamic_modes.sh [OUT]     (default runs/dynamic; needs runs/ablation/dense/mined.jsonl)
 set -euo pipefail
