@@ -72,6 +72,13 @@ ROWS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
                               ["--loss", "listwise", "--loss-option", "teacher_temperature=0.05", *LIST]),
     "listwise-bge-t0.05": ([*LIST_MINE, *TEACHERS["bge"]], None,
                            ["--loss", "listwise", "--loss-option", "teacher_temperature=0.05", *LIST]),
+    # the temperature bge and fusion were tuned to on dev, applied to the cross-encoder unchanged (not tuned)
+    "listwise-ce-t0.05": ([*LIST_MINE, *TEACHERS["ce"]], None,
+                          ["--loss", "listwise", "--loss-option", "teacher_temperature=0.05", *LIST]),
+    # the dev winner at the main job's budget today (3 epochs), against infonce-e3; without GradCache (the same
+    # gradients, ~12 GB fits here), which saves its extra no-grad forward pass: a quarter of the step on a CPU
+    "listwise-bge-t0.05-e3": ([*LIST_MINE, *TEACHERS["bge"]], None,
+                              ["--loss", "listwise", "--loss-option", "teacher_temperature=0.05", "--epochs", "3"]),
     "margin-mse-fusion": ([*LIST_MINE, *TEACHERS["fusion"]], None, ["--loss", "margin-mse", *LIST]),
     "margin-mse-bge": ([*LIST_MINE, *TEACHERS["bge"]], None, ["--loss", "margin-mse", *LIST]),
     # MW (global comparison, the paper's) against InfoNCE on the same negatives; its scale tuned on dev
