@@ -93,6 +93,10 @@ ROWS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     # the main job's budget (1 epoch, lr 3e-5: 26-29 steps) was never tuned: more epochs / a higher learning rate
     **{f"infonce-e{epochs}": (INFONCE_MINE, None, ["--epochs", str(epochs)]) for epochs in (2, 3, 5)},
     **{f"infonce-lr{lr}": (INFONCE_MINE, None, ["--learning-rate", lr]) for lr in ("1e-4", "2e-4")},
+    # distillation with pseudo-queries: the same 1,600 titles as infonce+titles, every one's list (its own document
+    # among the student's top 30) scored by bge like a real query's; without GradCache, as listwise-bge-t0.05-e3
+    "listwise-bge-t0.05+titles": ([*LIST_MINE, *TEACHERS["bge"]], ["--strategy", "title", "--max-docs", "1600"],
+                                  ["--loss", "listwise", "--loss-option", "teacher_temperature=0.05"]),
     "listwise-fusion+titles": ([*LIST_MINE, *TEACHERS["fusion"], "--require-positive-first"], ["--strategy", "title"],
                                ["--loss", "listwise", *LIST]),
 }
