@@ -50,6 +50,10 @@ TRAIN = ["--epochs", "1", "--batch-size", "32", "--learning-rate", "3e-5", "--ma
 # a list of 8 documents a query makes 9 columns of activations: GradCache (the same gradients, measured in
 # tests/test_gradcache.py) keeps one column of 32 in memory at a time (12 GB -> ~2 GB on this CPU)
 LIST = ["--gradcache", "--mini-batch-size", "32"]
+# the teacher temperature tuned on dev (see listwise-fusion-t0.05)
+LISTWISE_T005 = ["--loss", "listwise", "--loss-option", "teacher_temperature=0.05"]
+# the titles of 1,600 corpus documents as extra training queries
+TITLES = ["--strategy", "title", "--max-docs", "1600"]
 
 # row -> (mine arguments, pseudo-queries arguments (--strategy ...) or None, train arguments)
 ROWS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
@@ -69,16 +73,16 @@ ROWS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     # tuned on dev: at the paper's teacher temperature (0.3) our teachers' lists are nearly uniform (bge: entropy
     # 1.95 of 2.08, p(positive) 0.22), which pulls the student's hard negatives up to its positive
     "listwise-fusion-t0.05": ([*LIST_MINE, *TEACHERS["fusion"], "--require-positive-first"], None,
-                              ["--loss", "listwise", "--loss-option", "teacher_temperature=0.05", *LIST]),
+                              [*LISTWISE_T005, *LIST]),
     "listwise-bge-t0.05": ([*LIST_MINE, *TEACHERS["bge"]], None,
-                           ["--loss", "listwise", "--loss-option", "teacher_temperature=0.05", *LIST]),
+                           [*LISTWISE_T005, *LIST]),
     # the temperature bge and fusion were tuned to on dev, applied to the cross-encoder unchanged (not tuned)
     "listwise-ce-t0.05": ([*LIST_MINE, *TEACHERS["ce"]], None,
-                          ["--loss", "listwise", "--loss-option", "teacher_temperature=0.05", *LIST]),
+                          [*LISTWISE_T005, *LIST]),
     # the dev winner at the main job's budget today (3 epochs), against infonce-e3; without GradCache (the same
     # gradients, ~12 GB fits here), which saves its extra no-grad forward pass: a quarter of the step on a CPU
     "listwise-bge-t0.05-e3": ([*LIST_MINE, *TEACHERS["bge"]], None,
-                              ["--loss", "listwise", "--loss-option", "teacher_temperature=0.05", "--epochs", "3"]),
+                              [*LISTWISE_T005, "--epochs", "3"]),
     "margin-mse-fusion": ([*LIST_MINE, *TEACHERS["fusion"]], None, ["--loss", "margin-mse", *LIST]),
     "margin-mse-bge": ([*LIST_MINE, *TEACHERS["bge"]], None, ["--loss", "margin-mse", *LIST]),
     # MW (global comparison, the paper's) against InfoNCE on the same negatives; its scale tuned on dev
@@ -87,16 +91,14 @@ ROWS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     # titles of 1,600 documents as extra training queries (each labelled with its own document), InfoNCE as the main
     # job: 2.9x the main job's rows; all 4,800 titles would train ~6x longer than it. -cut: the title cut out of its
     # positive (inverse cloze style)
-    "infonce+titles": (INFONCE_MINE, ["--strategy", "title", "--max-docs", "1600"], []),
-    "infonce+titles-cut": ([*INFONCE_MINE, "--cut-pseudo-query-from-positive"],
-                           ["--strategy", "title", "--max-docs", "1600"], []),
+    "infonce+titles": (INFONCE_MINE, TITLES, []),
+    "infonce+titles-cut": ([*INFONCE_MINE, "--cut-pseudo-query-from-positive"], TITLES, []),
     # the main job's budget (1 epoch, lr 3e-5: 26-29 steps) was never tuned: more epochs / a higher learning rate
     **{f"infonce-e{epochs}": (INFONCE_MINE, None, ["--epochs", str(epochs)]) for epochs in (2, 3, 5)},
     **{f"infonce-lr{lr}": (INFONCE_MINE, None, ["--learning-rate", lr]) for lr in ("1e-4", "2e-4")},
     # distillation with pseudo-queries: the same 1,600 titles as infonce+titles, every one's list (its own document
     # among the student's top 30) scored by bge like a real query's; without GradCache, as listwise-bge-t0.05-e3
-    "listwise-bge-t0.05+titles": ([*LIST_MINE, *TEACHERS["bge"]], ["--strategy", "title", "--max-docs", "1600"],
-                                  ["--loss", "listwise", "--loss-option", "teacher_temperature=0.05"]),
+    "listwise-bge-t0.05+titles": ([*LIST_MINE, *TEACHERS["bge"]], TITLES, LISTWISE_T005),
     "listwise-fusion+titles": ([*LIST_MINE, *TEACHERS["fusion"], "--require-positive-first"], ["--strategy", "title"],
                                ["--loss", "listwise", *LIST]),
 }
